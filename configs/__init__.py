@@ -1,0 +1,1 @@
+"""Layer maps shipped as package data: ``<family>/<name>.yaml`` and bundled model configs under ``models/``."""

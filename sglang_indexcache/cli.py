@@ -1,0 +1,109 @@
+"""``sglang-indexcache``: inspect and validate layer maps."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import MapError
+from .layer_map import LayerMap
+from .maps import shipped_maps
+from .model_config import load_model_config
+
+app = typer.Typer(
+    help="IndexCache for SGLang: layer maps that keep the DSA indexer only in Full layers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+MapArg = Annotated[str, typer.Argument(help="a YAML file or a shipped map name such as glm-5/searched-1of4")]
+
+
+def exits_on_map_error(fn):
+    """Bad input is one line on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MapError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command()
+@exits_on_map_error
+def show(
+    map_: MapArg,
+    num_layers: Annotated[Optional[int], typer.Option(help="layer count, for freq maps that leave it open")] = None,
+) -> None:
+    """Print a map: its pattern, Full count, ratio and the Full layer each Shared layer reads."""
+    layer_map = LayerMap.load(map_, num_layers=num_layers)
+    for line in describe(layer_map):
+        print(line)
+
+
+@app.command()
+@exits_on_map_error
+def validate(
+    map_: MapArg,
+    model_config: Annotated[
+        Optional[Path], typer.Option(help="model directory or config.json the map must fit")
+    ] = None,
+) -> None:
+    """Exit 0 if the map is valid (and fits the model), else print why and exit 2."""
+    if model_config is None:
+        layer_map, target = LayerMap.load(map_), ""
+    else:
+        config, config_source = load_model_config(model_config)
+        layer_map, target = LayerMap.for_model(map_, config, config_source), f" fits {config_source}"
+    print(f"ok: {layer_map.name or layer_map.source}{target}: "
+          f"{len(layer_map.full_layers)}/{layer_map.num_layers} layers Full")
+
+
+@app.command("list")
+def list_maps() -> None:
+    """List the shipped maps."""
+    for name in shipped_maps():
+        layer_map = LayerMap.load(name)
+        p = layer_map.provenance
+        note = "" if p is None or p.confirmed else ", unconfirmed"
+        print(f"{name:28s} {len(layer_map.full_layers):3d}/{layer_map.num_layers:<3d} Full  "
+              f"({p.method if p else '?'}{note})")
+
+
+def describe(layer_map: LayerMap) -> list[str]:
+    full = layer_map.full_layers
+    lines = [
+        f"map: {layer_map.name or layer_map.source}",
+        f"pattern: {layer_map.pattern}",
+        f"layers: {layer_map.num_layers}",
+        f"full: {len(full)}",
+        f"ratio: {layer_map.ratio:.3f}",
+    ]
+    if layer_map.architectures:
+        lines.append(f"architectures: {', '.join(layer_map.architectures)}")
+    if layer_map.provenance is not None:
+        p = layer_map.provenance
+        lines.append(f"provenance: {p.method}{'' if p.confirmed else ' (unconfirmed)'}"
+                     f"{f' - {p.source}' if p.source else ''}")
+    lines.append("shared layers read from (F layer: S layers):")
+    for f, served in layer_map.served_layers().items():
+        if served:
+            lines.append(f"  {f}: {' '.join(map(str, served))}")
+    return lines
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""``LayerMap``: which DSA layers run their indexer (Full) and which reuse an earlier one's top-k (Shared)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from . import schedule
+from .errors import MapError
+from .maps import shipped_maps
+from .model_config import architecture, require_dsa
+from .schema import MapFile, MapSection, Provenance, to_map_error
+
+
+@dataclass(frozen=True)
+class LayerMap:
+    """A concrete per-layer schedule: one ``F``/``S`` character per DSA layer.
+
+    ``pattern[l] == "F"``: layer ``l`` runs its indexer and caches its top-k indices. ``"S"``: layer ``l``
+    runs no indexer and uses the indices of ``source_layer(l)``, the nearest preceding Full layer.
+    """
+
+    pattern: str
+    source: str = "<inline>"
+    name: str | None = None
+    architectures: tuple[str, ...] = ()
+    provenance: Provenance | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        # Re-check here too: maps can also be built from HF configs and server overrides.
+        try:
+            MapSection(pattern=self.pattern)
+        except ValidationError as e:
+            raise _rekey(to_map_error(e, self.source), "map", "pattern") from None
+
+    # -- construction ---------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path_or_name: str | Path, num_layers: int | None = None) -> LayerMap:
+        """Load a YAML map from a path or a shipped name such as ``"glm-5/searched-1of4"``.
+
+        ``num_layers`` binds a frequency map that does not state its layer count, and is checked against
+        maps that do.
+        """
+        return cls._from_spec(*_load_spec(path_or_name), num_layers)
+
+    @classmethod
+    def _from_spec(cls, spec: MapFile, source: str, name: str | None, num_layers: int | None) -> LayerMap:
+        stated = spec.model.num_layers or spec.map.length
+        if num_layers is not None and stated is not None and num_layers != stated:
+            raise MapError(
+                source,
+                "model.num_layers",
+                f"map has {stated} layers but the model has {num_layers}",
+                "use a map made for this model's layer count",
+            )
+        pattern = spec.map.pattern_for(stated or num_layers)
+        if pattern is None:
+            raise MapError(
+                source,
+                "model.num_layers",
+                "a freq map needs the layer count",
+                "set model.num_layers in the file or pass the number of layers (--num-layers)",
+            )
+        return cls(pattern, source, name, tuple(spec.model.architectures), spec.provenance)
+
+    @classmethod
+    def for_model(cls, path_or_name: str | Path, config: Mapping[str, Any], config_source: str) -> LayerMap:
+        """Load a map for a model's ``config.json`` contents, refusing a map made for another model.
+
+        Checks run in the order a user fixes them: DSA model, architecture, layer count.
+        """
+        spec, source, name = _load_spec(path_or_name)
+        require_dsa(dict(config), config_source)
+        arch = architecture(dict(config))
+        if arch not in spec.model.architectures:
+            raise MapError(
+                source,
+                "model.architectures",
+                f"map is for {', '.join(spec.model.architectures)} but {config_source} is {arch}",
+                f"use a map made for {arch}",
+            )
+        return cls._from_spec(spec, source, name, config["num_hidden_layers"])
+
+    @classmethod
+    def from_hf_config(cls, mapping: Mapping[str, Any], source: str = "config") -> LayerMap:
+        """The schedule a Hugging Face DSA config describes, with transformers' key priority.
+
+        ``indexer_types`` > ``index_topk_pattern`` > ``index_topk_freq`` / ``index_skip_topk_offset``; a
+        config with none of them is all Full. Patterns may be strings or lists of F/S/full/shared.
+        """
+        num_layers = mapping.get("num_hidden_layers")
+        if not isinstance(num_layers, int) or num_layers < 1:
+            raise MapError(source, "num_hidden_layers", "missing or not a positive integer", "fix the config")
+        if mapping.get("indexer_types") is not None:
+            key, section = "indexer_types", _section(source, indexer_types=list(mapping["indexer_types"]))
+        elif mapping.get("index_topk_pattern") is not None:
+            key, section = "index_topk_pattern", _section(source, pattern=_as_chars(mapping["index_topk_pattern"]))
+        else:
+            key = "index_topk_freq"
+            offset = mapping.get("index_skip_topk_offset")
+            freq = mapping.get("index_topk_freq")
+            section = _section(source, freq=1 if freq is None else freq, offset=offset)
+        pattern = section.pattern_for(num_layers)
+        if len(pattern) != num_layers:
+            raise MapError(
+                source, key, f"{len(pattern)} layers given but num_hidden_layers is {num_layers}",
+                f"give exactly {num_layers} entries",
+            )
+        return cls(pattern, source)
+
+    # -- queries --------------------------------------------------------------------------------------
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.pattern)
+
+    @property
+    def full_layers(self) -> tuple[int, ...]:
+        return tuple(l for l, c in enumerate(self.pattern) if c == schedule.FULL)
+
+    @property
+    def ratio(self) -> float:
+        """Fraction of layers that keep their indexer."""
+        return len(self.full_layers) / self.num_layers
+
+    def is_full(self, layer: int) -> bool:
+        return self.pattern[layer] == schedule.FULL
+
+    def source_layer(self, layer: int) -> int:
+        if not 0 <= layer < self.num_layers:
+            raise IndexError(f"layer {layer} outside 0..{self.num_layers - 1}")
+        return max(l for l in self.full_layers if l <= layer)
+
+    def served_layers(self) -> dict[int, tuple[int, ...]]:
+        """Full layer -> the Shared layers that read its indices."""
+        sources = schedule.source_layers(self.pattern)
+        return {f: tuple(l for l, s in enumerate(sources) if s == f and l != f) for f in self.full_layers}
+
+    @property
+    def indexer_types(self) -> list[str]:
+        return schedule.indexer_types_from_pattern(self.pattern)
+
+    def to_hf_overrides(self) -> dict[str, Any]:
+        """Config keys that give this schedule in HF transformers, SGLang and vLLM alike.
+
+        ``index_topk_pattern`` is the one key all three read with the same meaning.
+        """
+        return {"index_topk_pattern": self.pattern}
+
+    def __str__(self) -> str:
+        return f"{self.name or self.source}: {self.pattern} ({len(self.full_layers)}/{self.num_layers} Full)"
+
+
+def _load_spec(path_or_name: str | Path) -> tuple[MapFile, str, str | None]:
+    text, source, name = _read(path_or_name)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise MapError(source, "(file)", f"invalid YAML{where}", "fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise MapError(source, "(top level)", "not a mapping", "write the keys model:, map: and provenance:")
+    try:
+        return MapFile.model_validate(data), source, name
+    except ValidationError as e:
+        raise to_map_error(e, source) from None
+
+
+def _read(path_or_name: str | Path) -> tuple[str, str, str | None]:
+    path = Path(path_or_name)
+    if path.is_file():
+        try:
+            return path.read_text(), str(path), None
+        except (OSError, UnicodeDecodeError) as e:
+            raise MapError(str(path), "(file)", f"cannot read it ({e})", "check the path and its permissions") from None
+    shipped = shipped_maps()
+    name = str(path_or_name).removesuffix(".yaml")
+    if name in shipped:
+        return shipped[name].read_text(), f"{name}.yaml", name
+    raise MapError(
+        str(path_or_name), "(file)", "no such file or shipped map",
+        f"pass a YAML path or one of: {', '.join(shipped)}",
+    )
+
+
+def _section(source: str, **rule: Any) -> MapSection:
+    try:
+        return MapSection(**{k: v for k, v in rule.items() if v is not None})
+    except ValidationError as e:
+        err = to_map_error(e, source)
+        hf_key = {"pattern": "index_topk_pattern", "freq": "index_topk_freq", "offset": "index_skip_topk_offset"}
+        raise _rekey(err, *(hf_key.get(err.key, err.key),)) from None
+
+
+def _as_chars(pattern: Any) -> str:
+    if isinstance(pattern, str):
+        return pattern
+    return "".join(schedule.INDEXER_TYPE_CHARS.get(p, p) if isinstance(p, str) else str(p) for p in pattern)
+
+
+def _rekey(err: MapError, *key: str) -> MapError:
+    return MapError(err.source, ".".join(key), err.problem, err.fix)

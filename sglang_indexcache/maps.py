@@ -1,0 +1,32 @@
+"""The layer maps shipped with the package, addressed by name (``glm-5/searched-1of4``)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+SUFFIX = ".yaml"
+
+
+def _root() -> Traversable:
+    return resources.files("sglang_indexcache.configs")
+
+
+def shipped_maps() -> dict[str, Traversable]:
+    """Name -> file for every shipped map: ``<model family>/<map>``."""
+    found = {}
+    for family in _root().iterdir():
+        if not family.is_dir() or family.name.startswith(("_", ".")) or family.name == "models":
+            continue
+        for item in family.iterdir():
+            if item.name.endswith(SUFFIX):
+                found[f"{family.name}/{item.name[: -len(SUFFIX)]}"] = item
+    return dict(sorted(found.items()))
+
+
+def shipped_model_config(name: str) -> Traversable:
+    """A bundled ``config.json`` of a DSA model family, for demos and offline validation."""
+    return _root() / "models" / name / "config.json"

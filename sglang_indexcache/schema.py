@@ -1,0 +1,178 @@
+"""The YAML layer-map file format, validated by pydantic.
+
+Every rule lives here as a field constraint or validator; ``to_map_error`` turns pydantic's first error
+into a one-line :class:`MapError` naming the file, the dotted key and the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from .errors import MapError
+from .schedule import DEFAULT_OFFSET, FULL, INDEXER_TYPE_CHARS, SHARED, pattern_from_freq, pattern_from_indexer_types
+
+MAP_KEYS = ("pattern", "freq", "indexer_types")
+
+
+def _fail(problem: str, fix: str) -> PydanticCustomError:
+    return PydanticCustomError("map_rule", problem, {"fix": fix})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(_Strict):
+    architectures: list[str] = Field(min_length=1)
+    num_layers: int | None = Field(default=None, ge=1)
+
+
+class MapSection(_Strict):
+    pattern: str | None = None
+    freq: int | None = None
+    offset: int | None = None
+    indexer_types: list[str] | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_chars(cls, pattern: str) -> str:
+        if not pattern:
+            raise _fail("pattern is empty", "give one F or S per DSA layer")
+        bad = next((i for i, c in enumerate(pattern) if c not in (FULL, SHARED)), None)
+        if bad is not None:
+            raise _fail(
+                f"character {pattern[bad]!r} at layer {bad} is not F or S",
+                "use only F (Full: runs its indexer) and S (Shared: reuses the previous F layer's top-k)",
+            )
+        if pattern[0] == SHARED:
+            raise _fail("layer 0 is S but has no earlier F layer to reuse", "make the first character F")
+        return pattern
+
+    @field_validator("indexer_types")
+    @classmethod
+    def _indexer_type_values(cls, types: list[str]) -> list[str]:
+        if not types:
+            raise _fail("indexer_types is empty", "give one of full/shared per DSA layer")
+        bad = next((i for i, t in enumerate(types) if t not in INDEXER_TYPE_CHARS), None)
+        if bad is not None:
+            raise _fail(f"value {types[bad]!r} at layer {bad} is not full or shared", "use only full and shared")
+        if types[0] == "shared":
+            raise _fail("layer 0 is shared but has no earlier full layer to reuse", "make the first entry full")
+        return types
+
+    @field_validator("freq")
+    @classmethod
+    def _freq_positive(cls, freq: int) -> int:
+        if freq < 1:
+            raise _fail(f"freq is {freq}", "use an integer >= 1 (1 keeps every indexer, 4 keeps about a quarter)")
+        return freq
+
+    @field_validator("offset")
+    @classmethod
+    def _offset_positive(cls, offset: int) -> int:
+        if offset < 1:
+            raise _fail(f"offset is {offset}, which makes layer 0 Shared", "use an integer >= 1 (default 2)")
+        return offset
+
+    @model_validator(mode="after")
+    def _exactly_one_rule(self) -> MapSection:
+        given = [k for k in MAP_KEYS if getattr(self, k) is not None]
+        if len(given) != 1:
+            problem = f"several schedules given ({', '.join(given)})" if given else "no schedule given"
+            raise _fail(problem, "give exactly one of map.pattern, map.freq (+ map.offset) or map.indexer_types")
+        if self.offset is not None and self.freq is None:
+            raise _fail("offset without freq", "remove map.offset or use map.freq")
+        return self
+
+    def pattern_for(self, num_layers: int | None) -> str | None:
+        """The F/S string, or None for a frequency rule when the layer count is unknown."""
+        if self.pattern is not None:
+            return self.pattern
+        if self.indexer_types is not None:
+            return pattern_from_indexer_types(self.indexer_types)
+        if num_layers is None:
+            return None
+        return pattern_from_freq(num_layers, self.freq, DEFAULT_OFFSET if self.offset is None else self.offset)
+
+    @property
+    def length(self) -> int | None:
+        rule = self.pattern if self.pattern is not None else self.indexer_types
+        return None if rule is None else len(rule)
+
+
+class LossStep(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    step: int = Field(ge=0)
+    loss: float
+    layer: int | None = Field(default=None, ge=0, description="the layer flipped to S at this step")
+
+
+class Calibration(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    data_hash: str | None = None
+    dataset: str | None = None
+    num_tokens: int | None = Field(default=None, ge=0)
+
+
+class Provenance(BaseModel):
+    """Where a map came from; free-form beyond the typed fields."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    method: Literal["published", "uniform", "greedy", "distilled"]
+    source: str | None = None
+    confirmed: bool = True
+    calibration: Calibration | None = None
+    loss_trajectory: list[LossStep] | None = None
+    notes: str | None = None
+
+
+class MapFile(_Strict):
+    model: ModelSection
+    map: MapSection
+    provenance: Provenance
+
+    @model_validator(mode="after")
+    def _length_matches_layers(self) -> MapFile:
+        n, length = self.model.num_layers, self.map.length
+        if n is not None and length is not None and n != length:
+            key = "pattern" if self.map.pattern is not None else "indexer_types"
+            raise PydanticCustomError(
+                "map_rule",
+                f"{length} layers given but model.num_layers is {n}",
+                {"fix": f"give exactly {n} entries, one per DSA layer", "loc": ("map", key)},
+            )
+        return self
+
+
+_GENERIC_FIXES = {
+    "extra_forbidden": "remove it (allowed: {allowed})",
+    "missing": "add it",
+    "literal_error": "use one of {expected}",
+}
+
+
+def to_map_error(err: ValidationError, source: str) -> MapError:
+    first = err.errors(include_url=False)[0]
+    ctx = first.get("ctx") or {}
+    loc = tuple(str(p) for p in (ctx.get("loc") or first["loc"]))
+    key = ".".join(loc) or "(top level)"
+    kind = first["type"]
+    if kind == "map_rule":
+        return MapError(source, key, first["msg"], ctx["fix"])
+    if kind == "extra_forbidden":
+        return MapError(source, key, "unknown key", _GENERIC_FIXES[kind].format(allowed=", ".join(_allowed(loc[:-1]))))
+    if kind == "missing":
+        return MapError(source, key, "required key is missing", "add it")
+    if kind == "literal_error":
+        return MapError(source, key, f"{first['input']!r} is not allowed", f"use one of {ctx.get('expected')}")
+    return MapError(source, key, first["msg"].rstrip("."), "correct the value's type or range")
+
+
+def _allowed(parent: tuple[str, ...]) -> list[str]:
+    model: type[BaseModel] = MapFile
+    for part in parent:
+        model = model.model_fields[part].annotation
+    return list(model.model_fields)

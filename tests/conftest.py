@@ -1,0 +1,15 @@
+import textwrap
+
+import pytest
+
+
+@pytest.fixture
+def write_map(tmp_path):
+    """Write a YAML map (dedented) and return its path."""
+
+    def write(text: str, name: str = "map.yaml"):
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write

@@ -1,0 +1,47 @@
+"""The wheel installs patches/, kernels/ and configs/ inside the sglang_indexcache namespace."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)],
+        check=True, capture_output=True,
+    )
+    (wheel,) = out.glob("sglang_indexcache-*.whl")
+    return zipfile.ZipFile(wheel)
+
+
+@pytest.fixture(scope="module")
+def wheel_names(wheel):
+    return wheel.namelist()
+
+
+def test_only_one_top_level_package(wheel_names):
+    top = {n.split("/")[0] for n in wheel_names if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {"sglang_indexcache"}
+
+
+def test_subpackages_and_data_are_inside(wheel_names):
+    for name in [
+        "sglang_indexcache/patches/__init__.py",
+        "sglang_indexcache/kernels/__init__.py",
+        "sglang_indexcache/configs/glm-5/searched-1of4.yaml",
+        "sglang_indexcache/configs/deepseek-v3.2/uniform-1of4.yaml",
+        "sglang_indexcache/configs/models/glm-5/config.json",
+    ]:
+        assert name in wheel_names
+
+
+def test_console_script(wheel, wheel_names):
+    (entry_points,) = [n for n in wheel_names if n.endswith(".dist-info/entry_points.txt")]
+    assert "sglang-indexcache = sglang_indexcache.cli:main" in wheel.read(entry_points).decode()
