@@ -1,1 +1,86 @@
-"""Adapters that hook IndexCache into SGLang; everything SGLang-specific lives here and nowhere else."""
+"""Adapters that hook IndexCache into SGLang; everything SGLang-specific lives here and nowhere else.
+
+Patch manifest (each is one small module, applied through ``PatchRegistry`` so ``revert()`` restores the
+exact original objects; targets are feature-detected in ``targets.py``):
+
+| patch | target | why |
+|---|---|---|
+| ``indexer_forward`` | ``nsa_indexer.Indexer.forward`` | Full layers run the indexer and publish its top-k on the ForwardBatch; Shared layers run no indexer work at all (no projections, no index-K writes, no top-k) |
+| ``attention_roles`` | ``deepseek_v2.DeepseekV2AttentionMLA.__init__`` | give each layer's indexer its Full/Shared role from the map; switch SGLang's native ``skip_topk`` sharing off so there is one implementation; NextN/MTP layers keep their own indexer |
+| ``model_checks`` | ``deepseek_v2.DeepseekV2Model.__init__`` | refuse to build a model whose local DSA layers did not all get a role; log the active map once per process |
+| ``model_forward_reset`` | ``deepseek_v2.DeepseekV2Model.forward`` | clear the ForwardBatch's indices on entry, so a re-run batch (CUDA-graph capture) never reads the last run's |
+| ``server_args`` | ``server_args.ServerArgs.__post_init__`` | main process only: resolve and validate the requested map against the model config before any weights load, and hand it to the spawned workers |
+
+Upstream status: SGLang 0.5.10.post1 carries indices between layers natively (``index_topk_freq``/
+``index_topk_pattern``) but drops them in two-batch overlap, falls back to a Shared layer's own indexer at
+pipeline-stage starts, and knows neither ``index_skip_topk_offset`` nor ``indexer_types``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .registry import PatchRegistry
+
+logger = logging.getLogger("sglang_indexcache")
+REGISTRY = PatchRegistry()
+_PLANS: dict[int, object] = {}
+
+
+def apply_model_patches() -> None:
+    """Patch the model classes; idempotent. Raises ``IncompatibleSGLang`` if a target is missing."""
+    from .attention_roles import apply_attention_roles
+    from .indexer_forward import apply_indexer_forward
+    from .model_checks import apply_model_checks
+    from .targets import ATTENTION_CLASS, check_model_targets
+
+    if REGISTRY.is_applied(ATTENTION_CLASS.resolve(), "__init__"):
+        return
+    check_model_targets()
+    apply_indexer_forward(REGISTRY)
+    apply_attention_roles(REGISTRY, plan_for)
+    apply_model_checks(REGISTRY, plan_for, where)
+
+
+def revert() -> None:
+    REGISTRY.revert()
+    _PLANS.clear()
+
+
+def plan_for(config):
+    """This process's map for a model config, computed once; None when no map is requested."""
+    from .process_map import plan, requested_map
+
+    key = id(config)
+    if key not in _PLANS:
+        layer_map = requested_map()
+        _PLANS[key] = None if layer_map is None else plan(
+            layer_map, config.num_hidden_layers, _stage(config.num_hidden_layers), _tbo_start(config))
+    return _PLANS[key]
+
+
+def _stage(num_layers: int) -> tuple[int, int]:
+    from .targets import PP_GROUP, PP_INDICES
+
+    try:
+        group = PP_GROUP.resolve()()
+    except AssertionError:  # no pipeline group initialised: a single stage
+        return 0, num_layers
+    return tuple(PP_INDICES.resolve()(num_layers, group.rank_in_group, group.world_size))
+
+
+def _tbo_start(config) -> int | None:
+    from .targets import GLOBAL_SERVER_ARGS
+
+    if not getattr(GLOBAL_SERVER_ARGS.resolve()(), "enable_two_batch_overlap", False):
+        return None
+    return getattr(config, "first_k_dense_replace", 0)
+
+
+def where() -> str:
+    import os
+
+    import torch.distributed as dist
+
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return f"pid {os.getpid()}, rank {rank}"

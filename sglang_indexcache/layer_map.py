@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,13 @@ class LayerMap:
     @property
     def indexer_types(self) -> list[str]:
         return schedule.indexer_types_from_pattern(self.pattern)
+
+    def with_full(self, layers: Iterable[int]) -> LayerMap:
+        """The same map with ``layers`` forced Full (e.g. where a pipeline stage starts and has no earlier layer)."""
+        chars = list(self.pattern)
+        for layer in layers:
+            chars[layer] = schedule.FULL
+        return replace(self, pattern="".join(chars))
 
     def to_hf_overrides(self) -> dict[str, Any]:
         """Config keys that give this schedule in HF transformers, SGLang and vLLM alike.

@@ -26,9 +26,11 @@ def wheel_names(wheel):
     return wheel.namelist()
 
 
-def test_only_one_top_level_package(wheel_names):
+def test_only_one_top_level_package(wheel, wheel_names):
     top = {n.split("/")[0] for n in wheel_names if not n.split("/")[0].endswith(".dist-info")}
-    assert top == {"sglang_indexcache"}
+    assert top == {"sglang_indexcache", "sglang_indexcache.pth"}
+    # The start-up hook only imports our own light module; with no request it arms nothing.
+    assert wheel.read("sglang_indexcache.pth").decode().startswith("import sglang_indexcache.patches.autoload")
 
 
 def test_subpackages_and_data_are_inside(wheel_names):
@@ -44,4 +46,6 @@ def test_subpackages_and_data_are_inside(wheel_names):
 
 def test_console_script(wheel, wheel_names):
     (entry_points,) = [n for n in wheel_names if n.endswith(".dist-info/entry_points.txt")]
-    assert "sglang-indexcache = sglang_indexcache.cli:main" in wheel.read(entry_points).decode()
+    text = wheel.read(entry_points).decode()
+    assert "sglang-indexcache = sglang_indexcache.cli:main" in text
+    assert "[sglang.srt.plugins]" in text and "sglang_indexcache.patches.autoload:load_plugin" in text

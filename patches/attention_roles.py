@@ -1,0 +1,40 @@
+"""After ``DeepseekV2AttentionMLA.__init__``: give the layer's indexer its role and switch native sharing off.
+
+SGLang 0.5.10.post1 has its own ``skip_topk`` / ``next_skip_topk`` flags; with them False every layer calls
+its indexer and our ``Indexer.forward`` decides, so there is one implementation, not two.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from .indexer_forward import ROLE, LayerRole
+from .registry import PatchRegistry
+from .targets import ATTENTION_CLASS, ATTENTION_INIT
+
+
+def apply_attention_roles(registry: PatchRegistry, plan_for) -> None:
+    """``plan_for(config)`` returns this process's ``ProcessMap`` or None (no map: leave the layer alone)."""
+    owner = ATTENTION_CLASS.resolve()
+    signature = inspect.signature(ATTENTION_INIT.resolve())
+
+    def make(original):
+        def __init__(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            if not getattr(self, "use_nsa", False):
+                return
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            process_map = plan_for(bound.arguments["config"])
+            if process_map is None or bound.arguments["is_nextn"]:
+                return  # draft layers always run their own indexer
+            layer = bound.arguments["layer_id"]
+            effective = process_map.effective
+            setattr(self.indexer, ROLE, LayerRole(layer, effective.is_full(layer), effective.source_layer(layer)))
+            self.skip_topk = False
+            self.next_skip_topk = False
+
+        return __init__
+
+    registry.wrap(owner, "__init__", make, patch="attention_roles")
+

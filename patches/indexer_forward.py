@@ -1,0 +1,57 @@
+"""Replace ``Indexer.forward``: Full layers run the indexer and publish its top-k; Shared layers run nothing.
+
+The top-k of the latest Full layer is kept on the ``ForwardBatch`` being run: two-batch-overlap
+micro-batches and draft models have their own, so they never see each other's indices; CUDA-graph
+capture records the Full layer's output tensor flowing into the Shared layers; and the model forward
+clears it on entry (see ``model_checks``), so a new forward cannot read the previous one's indices.
+It is the same tensor the indexer already allocated, so this costs no memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sglang_indexcache.counters import COUNTERS
+
+from .registry import PatchRegistry
+from .targets import INDEXER_CLASS
+
+SLOT = "_indexcache_topk"  # ForwardBatch attribute: (Full layer id, its indexer output)
+ROLE = "_indexcache_role"  # Indexer attribute, set at construction
+
+
+@dataclass(frozen=True)
+class LayerRole:
+    layer: int
+    full: bool
+    source: int  # the Full layer whose indices this layer uses
+
+
+class StaleIndices(RuntimeError):
+    pass
+
+
+def apply_indexer_forward(registry: PatchRegistry) -> None:
+    registry.wrap(INDEXER_CLASS.resolve(), "forward", _cache_aware_forward, patch="indexer_forward")
+
+
+def _cache_aware_forward(original):
+    def forward(self, *args, **kwargs):
+        role = self.__dict__.get(ROLE)
+        if role is None:  # NextN/MTP draft layers, or a model built without a map
+            return original(self, *args, **kwargs)
+        forward_batch = kwargs["forward_batch"] if "forward_batch" in kwargs else args[3]
+        if role.full:
+            out = original(self, *args, **kwargs)
+            setattr(forward_batch, SLOT, (role.layer, out))
+            COUNTERS.record(role.layer, ran=True)
+            return out
+        stored = getattr(forward_batch, SLOT, None)
+        if stored is None or stored[0] != role.source:
+            found = "nothing" if stored is None else f"layer {stored[0]}'s"
+            raise StaleIndices(f"IndexCache: Shared layer {role.layer} needs layer {role.source}'s top-k in this "
+                               f"forward batch but found {found}")
+        COUNTERS.record(role.layer, ran=False)
+        return stored[1] if kwargs.get("return_indices", True) else None
+
+    return forward

@@ -1,0 +1,74 @@
+"""``DeepseekV2Model``: prove at construction that every local DSA layer got its role, and clear stale indices.
+
+A user who asked for IndexCache must never get a model that silently runs without it: if any local layer
+was built without a role (the attention hook did not run), construction fails.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import torch
+
+from sglang_indexcache.counters import COUNTERS
+
+from .env import ENV_DEBUG_FILE
+from .indexer_forward import ROLE, SLOT
+from .registry import PatchRegistry
+from .targets import MODEL_CLASS
+
+logger = logging.getLogger("sglang_indexcache")
+
+
+def apply_model_checks(registry: PatchRegistry, plan_for, where) -> None:
+    cls = MODEL_CLASS.resolve()
+
+    def make_init(original):
+        def __init__(self, config, *args, **kwargs):
+            original(self, config, *args, **kwargs)
+            process_map = plan_for(config)
+            if process_map is None:
+                return
+            unmanaged = [
+                i for i in range(self.start_layer, self.end_layer)
+                if getattr(self.layers[i].self_attn, "use_nsa", False)
+                and getattr(getattr(self.layers[i].self_attn, "indexer", None), ROLE, None) is None
+            ]
+            if unmanaged:
+                raise RuntimeError(f"IndexCache was requested but layers {unmanaged} were built without it; "
+                                   "refusing to serve a model that is not what was asked for")
+            logger.info(process_map.startup_line(where()))
+
+        return __init__
+
+    debug_file = os.environ.get(ENV_DEBUG_FILE)
+
+    def make_forward(original):
+        def forward(self, input_ids, positions, forward_batch, *args, **kwargs):
+            # A ForwardBatch can be run more than once (CUDA-graph capture): start each forward empty.
+            if getattr(forward_batch, SLOT, None) is not None:
+                setattr(forward_batch, SLOT, None)
+            out = original(self, input_ids, positions, forward_batch, *args, **kwargs)
+            COUNTERS.record_forward()
+            if debug_file and not torch.cuda.is_current_stream_capturing():
+                _dump_debug(debug_file, self, forward_batch)
+            return out
+
+        return forward
+
+    registry.wrap(cls, "__init__", make_init, patch="model_checks")
+    registry.wrap(cls, "forward", make_forward, patch="model_forward_reset")
+
+
+def _dump_debug(path: str, model, forward_batch) -> None:
+    """Verification aid (synchronises the GPU): counters, and which layers' index-key cache holds any data."""
+    pool = forward_batch.token_to_kv_pool
+    written = {}
+    for i in range(model.start_layer, model.end_layer):
+        if getattr(model.layers[i].self_attn, "use_nsa", False):
+            written[i] = bool(pool.get_index_k_with_scale_buffer(i).any().item())
+    state = {**COUNTERS.snapshot(), "index_k_written": written, "pid": os.getpid()}
+    with open(f"{path}.{os.getpid()}", "w") as f:
+        json.dump(state, f)

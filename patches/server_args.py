@@ -1,0 +1,74 @@
+"""After ``ServerArgs.__post_init__`` (main process): resolve, validate and export the requested map.
+
+This runs before any worker is spawned or any weight is loaded, so a bad map stops the launch with the
+same one-line message as ``sglang-indexcache validate``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from sglang_indexcache.errors import MapError
+from sglang_indexcache.request import OVERRIDES, resolve_request
+
+from .env import ENV_MAP
+from .process_map import export
+from .registry import PatchRegistry
+from .targets import SERVER_ARGS_CLASS, IncompatibleSGLang, check_model_targets
+
+logger = logging.getLogger("sglang_indexcache")
+
+
+def apply_server_args(registry: PatchRegistry) -> None:
+    cls = SERVER_ARGS_CLASS.resolve()
+    if registry.is_applied(cls, "__post_init__"):
+        return
+
+    def make(original):
+        def __post_init__(self):
+            original(self)
+            resolve_in_main_process(self)
+
+        return __post_init__
+
+    registry.wrap(cls, "__post_init__", make, patch="server_args")
+
+
+def resolve_in_main_process(server_args) -> None:
+    try:
+        try:
+            overrides = json.loads(server_args.json_model_override_args or "{}")
+        except json.JSONDecodeError as e:
+            raise MapError(OVERRIDES, "(json)", f"invalid JSON ({e.msg})", "pass a JSON object") from None
+        config, source = _model_config(server_args)
+        layer_map = resolve_request(os.environ.get(ENV_MAP), overrides, config, source)
+        if layer_map is None:
+            return
+        check_model_targets()
+    except (MapError, IncompatibleSGLang) as e:
+        _refuse(e)
+        return
+    export(layer_map)
+    logger.info("IndexCache requested: %s, pattern %s, %d/%d Full", layer_map.name or layer_map.source,
+                layer_map.pattern, len(layer_map.full_layers), layer_map.num_layers)
+
+
+def _model_config(server_args) -> tuple[dict, str]:
+    """The model's config as SGLang reads it (local directory or hub), without the user's overrides."""
+    from sglang.srt.utils.hf_transformers_utils import get_config
+
+    config = get_config(server_args.model_path, trust_remote_code=server_args.trust_remote_code,
+                        revision=server_args.revision)
+    return config.to_dict(), str(Path(server_args.model_path) / "config.json")
+
+
+def _refuse(error: Exception) -> None:
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None) == "sglang.launch_server":
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    raise error

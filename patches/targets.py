@@ -1,0 +1,76 @@
+"""Feature detection: every SGLang object we hook, found and checked before anything is patched.
+
+We probe names and signatures instead of comparing version strings, so a newer SGLang that keeps these
+seams works and one that moved them is refused with the target named.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+
+SUPPORTED = "sglang 0.5.10.post1"
+
+
+class IncompatibleSGLang(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Target:
+    module: str
+    qualname: str
+    params: tuple[str, ...] = ()  # parameters the callable must accept
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.module}.{self.qualname}"
+
+    def resolve(self):
+        try:
+            obj = importlib.import_module(self.module)
+            for part in self.qualname.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as e:
+            raise IncompatibleSGLang(self._refusal(f"not found ({e})")) from None
+        if self.params:
+            try:
+                have = inspect.signature(obj).parameters
+            except (TypeError, ValueError) as e:
+                raise IncompatibleSGLang(self._refusal(f"has no inspectable signature ({e})")) from None
+            missing = [p for p in self.params if p not in have]
+            if missing:
+                raise IncompatibleSGLang(self._refusal(f"lacks parameter(s) {', '.join(missing)}"))
+        return obj
+
+    def _refusal(self, why: str) -> str:
+        return (f"IndexCache cannot patch this SGLang: {self.dotted} {why}. Supported: {SUPPORTED}. "
+                "Refusing to start rather than serve a model without IndexCache.")
+
+
+INDEXER = "sglang.srt.layers.attention.nsa.nsa_indexer"
+DEEPSEEK = "sglang.srt.models.deepseek_v2"
+
+INDEXER_FORWARD_CUDA = Target(INDEXER, "Indexer.forward_cuda",
+                              ("x", "q_lora", "positions", "forward_batch", "layer_id", "return_indices"))
+INDEXER_CLASS = Target(INDEXER, "Indexer")
+INDEXER_FORWARD = Target(INDEXER, "Indexer.forward")
+ATTENTION_CLASS = Target(DEEPSEEK, "DeepseekV2AttentionMLA")
+ATTENTION_INIT = Target(DEEPSEEK, "DeepseekV2AttentionMLA.__init__", ("config", "layer_id", "is_nextn"))
+MODEL_CLASS = Target(DEEPSEEK, "DeepseekV2Model")
+MODEL_INIT = Target(DEEPSEEK, "DeepseekV2Model.__init__", ("config",))
+MODEL_FORWARD = Target(DEEPSEEK, "DeepseekV2Model.forward", ("forward_batch",))
+SERVER_ARGS_CLASS = Target("sglang.srt.server_args", "ServerArgs")
+SERVER_ARGS_POST_INIT = Target("sglang.srt.server_args", "ServerArgs.__post_init__")
+PP_INDICES = Target("sglang.srt.distributed.utils", "get_pp_indices", ("num_hidden_layers", "pp_rank", "pp_size"))
+PP_GROUP = Target("sglang.srt.distributed", "get_pp_group")
+GLOBAL_SERVER_ARGS = Target("sglang.srt.server_args", "get_global_server_args")
+
+MODEL_TARGETS = (INDEXER_CLASS, INDEXER_FORWARD_CUDA, INDEXER_FORWARD, ATTENTION_CLASS, ATTENTION_INIT, MODEL_CLASS, MODEL_INIT, MODEL_FORWARD, PP_INDICES,
+                 PP_GROUP, GLOBAL_SERVER_ARGS)
+
+
+def check_model_targets() -> None:
+    for target in MODEL_TARGETS:
+        target.resolve()

@@ -1,0 +1,244 @@
+"""Launch real SGLang servers with and without IndexCache and check they agree; prints a table, writes JSON.
+
+Checks (one model, same seed, greedy decoding):
+  1. all-F map through the plugin == stock SGLang (no plugin): output ids and prompt logprobs;
+  2. maps with Shared layers == SGLang's native ``index_topk_pattern`` with the same pattern (output ids;
+     logprob differences reported);
+  3. indexer calls per forward == Full layers, Shared layers' index-key cache never written;
+  4. CUDA graphs on and off, chunked prefill (prompts longer than --chunked-prefill-size), a radix-cache
+     prefix hit, and 16 concurrent mixed-length requests vs their solo runs;
+  5. sensitivity (all-F and 1/4 differ on long prompts) and a prefill-speed sanity check at 64K.
+
+Usage (GPU host with SGLang installed and this package installed next to it):
+    python scripts/verify_gpu.py --model DIR --out results/
+The model should be a random-initialised checkpoint at realistic scale (scripts/make_random_checkpoint.py):
+SGLang's dummy weights are so small that outputs barely depend on which tokens the indexer picks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import requests
+
+SHORT = [97, 1500]
+LONG = [9000, 17000, 30011]
+NEW_TOKENS = [8, 24]
+LOGPROB_TAIL = 256  # prompt logprobs of the last tokens only: the full 30K x vocab logits would not fit
+
+
+@dataclass
+class Server:
+    name: str
+    env: dict = field(default_factory=dict)
+    overrides: dict | None = None
+    args: list = field(default_factory=list)
+
+
+def map_yaml(tmp: Path, name: str, pattern: str) -> str:
+    path = tmp / f"{name}.yaml"
+    path.write_text(f"model: {{architectures: [DeepseekV3ForCausalLM], num_layers: {len(pattern)}}}\n"
+                    f"map: {{pattern: {pattern}}}\nprovenance: {{method: uniform}}\n")
+    return str(path)
+
+
+def launch(server: Server, model: str, port: int, common: list[str], logdir: Path):
+    cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", model, "--port", str(port), *common,
+           *server.args]
+    if server.overrides is not None:
+        cmd += ["--json-model-override-args", json.dumps(server.overrides)]
+    env = {**os.environ, **server.env}
+    log = open(logdir / f"server-{server.name}.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server {server.name} died; see {log.name}")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
+                return proc
+        except requests.RequestException:
+            pass
+        time.sleep(2)
+    raise RuntimeError(f"server {server.name} not healthy in time")
+
+
+def stop(proc) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    time.sleep(3)  # let the GPU memory go back before the next launch
+
+
+def prompts(seed: int = 0) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(100, 120000, size=n).tolist() for n in SHORT + LONG]
+
+
+def generate(port: int, ids: list[int], new_tokens: int, logprobs: bool = True) -> dict:
+    body = {"input_ids": ids, "sampling_params": {"max_new_tokens": new_tokens, "temperature": 0.0}}
+    if logprobs:
+        body.update(return_logprob=True, logprob_start_len=max(0, len(ids) - LOGPROB_TAIL))
+    r = requests.post(f"http://127.0.0.1:{port}/generate", json=body, timeout=600)
+    r.raise_for_status()
+    out = r.json()
+    meta = out["meta_info"]
+    res = {"ids": out["output_ids"], "ttft": meta.get("e2e_latency")}
+    if logprobs:
+        res["prompt_lp"] = [x[0] for x in meta["input_token_logprobs"] if x[0] is not None]
+        res["out_lp"] = [x[0] for x in meta["output_token_logprobs"]]
+    return res
+
+
+def run_suite(port: int, ps: list[list[int]]) -> dict:
+    """Every prompt with each number of new tokens, then a prefix hit and a concurrent burst."""
+    out = {"solo": {}}
+    for i, p in enumerate(ps):
+        for n in NEW_TOKENS:
+            out["solo"][f"p{i}-len{len(p)}-new{n}"] = generate(port, p, n)
+    # Radix-cache prefix hit: the long prompt 3 is cached now; extend it and compare with the cold run below.
+    ext = ps[3] + ps[0][:50]
+    out["prefix_hit"] = generate(port, ext, 16)
+    requests.post(f"http://127.0.0.1:{port}/flush_cache", timeout=60)
+    out["prefix_cold"] = generate(port, ext, 16)
+    # 16 concurrent requests of mixed lengths (the burst's own solo runs come first, one at a time).
+    rng = np.random.default_rng(1)
+    burst = [rng.integers(100, 120000, size=int(n)).tolist() for n in rng.integers(50, 12000, size=16)]
+    out["burst_solo"] = [generate(port, p, 16, logprobs=False)["ids"] for p in burst]
+    requests.post(f"http://127.0.0.1:{port}/flush_cache", timeout=60)
+    with cf.ThreadPoolExecutor(16) as pool:
+        out["burst_concurrent"] = [r["ids"] for r in pool.map(lambda p: generate(port, p, 16, False), burst)]
+    return out
+
+
+def time_prefill(port: int, length: int, repeats: int) -> list[float]:
+    rng = np.random.default_rng(7)
+    times = []
+    for _ in range(repeats + 1):  # the first one warms up kernels for this length
+        ids = rng.integers(100, 120000, size=length).tolist()
+        t = time.perf_counter()
+        generate(port, ids, 1, logprobs=False)
+        times.append(time.perf_counter() - t)
+    return times[1:]
+
+
+def compare(a: dict, b: dict) -> dict:
+    keys = sorted(a["solo"])
+    ids_equal = sum(a["solo"][k]["ids"] == b["solo"][k]["ids"] for k in keys)
+    lp = [abs(x - y) for k in keys for x, y in zip(a["solo"][k]["prompt_lp"], b["solo"][k]["prompt_lp"])]
+    long_keys = [k for k in keys if int(k.split("len")[1].split("-")[0]) > 8192]
+    long_lp = [abs(x - y) for k in long_keys for x, y in zip(a["solo"][k]["prompt_lp"], b["solo"][k]["prompt_lp"])]
+    return {"ids_equal": f"{ids_equal}/{len(keys)}", "all_ids_equal": ids_equal == len(keys),
+            "max_prompt_lp_diff": max(lp) if lp else None, "max_long_prompt_lp_diff": max(long_lp) if long_lp else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--port", type=int, default=31000)
+    ap.add_argument("--prefill-len", type=int, default=65536)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only", nargs="*", help="run only these server names")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp())
+    n_layers = json.load(open(Path(args.model) / "config.json"))["num_hidden_layers"]
+    quarter = "".join("F" if max(l - 1, 0) % 4 == 0 else "S" for l in range(n_layers))
+    half = "".join("F" if max(l - 1, 0) % 2 == 0 else "S" for l in range(n_layers))
+    irregular = ("FFSFSSSF" * ((n_layers + 7) // 8))[:n_layers]
+    debug = str(tmp / "counters")
+    kit = os.environ.get("GPUKIT_SGLANG_ARGS", "").split()
+    common = [*kit, "--skip-tokenizer-init", "--mem-fraction-static", "0.5", "--chunked-prefill-size", "8192",
+              "--cuda-graph-max-bs", "16", "--context-length", "80000"]
+    native = {"SGLANG_INDEXCACHE_DISABLE": "1"}
+    servers = [
+        Server("stock", env=native),
+        Server("ours-allF", env={"SGLANG_INDEXCACHE_MAP": map_yaml(tmp, "allF", "F" * n_layers)}),
+        Server("native-1of4", env=native, overrides={"index_topk_pattern": quarter}),
+        Server("ours-1of4", overrides={"indexcache_map": map_yaml(tmp, "quarter", quarter)}),
+        Server("ours-1of4-nograph", env={"SGLANG_INDEXCACHE_MAP": map_yaml(tmp, "quarter", quarter),
+                                         "SGLANG_INDEXCACHE_DEBUG_FILE": debug}, args=["--disable-cuda-graph"]),
+        Server("native-1of2", env=native, overrides={"index_topk_pattern": half}),
+        Server("ours-1of2", overrides={"index_topk_pattern": half}),  # the HF key, taken over by the plugin
+        Server("native-irregular", env=native, overrides={"index_topk_pattern": irregular}),
+        Server("ours-irregular", env={"SGLANG_INDEXCACHE_MAP": map_yaml(tmp, "irregular", irregular)}),
+    ]
+    if args.only:
+        servers = [s for s in servers if s.name in args.only]
+    ps = prompts()
+    results, timings = {}, {}
+    for s in servers:
+        t0 = time.time()
+        proc = launch(s, args.model, args.port, common, args.out)
+        try:
+            results[s.name] = run_suite(args.port, ps)
+            if s.name in ("stock", "ours-allF", "ours-1of4"):
+                timings[s.name] = time_prefill(args.port, args.prefill_len, args.repeats)
+        finally:
+            stop(proc)
+        print(f"[{s.name}] done in {time.time() - t0:.0f}s", flush=True)
+        (args.out / "raw.json").write_text(json.dumps({"results": results, "timings": timings}))
+
+    rows = []
+
+    def row(check, a, b, **extra):
+        if a in results and b in results:
+            rows.append({"check": check, "a": a, "b": b, **compare(results[a], results[b]), **extra})
+
+    row("1 all-F plugin vs stock", "ours-allF", "stock")
+    row("2 1/4 vs native", "ours-1of4", "native-1of4")
+    row("2 1/2 (HF key) vs native", "ours-1of2", "native-1of2")
+    row("2 irregular vs native", "ours-irregular", "native-irregular")
+    row("4 1/4 graphs off vs native (graphs on)", "ours-1of4-nograph", "native-1of4")
+    row("4 1/4 graphs off vs on", "ours-1of4-nograph", "ours-1of4")
+    row("5 sensitivity: all-F vs 1/4 (must differ)", "ours-allF", "ours-1of4")
+    for name, r in results.items():
+        rows.append({"check": "4 radix prefix hit == cold", "a": name, "b": name,
+                     "all_ids_equal": r["prefix_hit"]["ids"] == r["prefix_cold"]["ids"],
+                     "max_prompt_lp_diff": max(abs(x - y) for x, y in zip(r["prefix_hit"]["prompt_lp"],
+                                                                          r["prefix_cold"]["prompt_lp"]))})
+        same = sum(x == y for x, y in zip(r["burst_solo"], r["burst_concurrent"]))
+        rows.append({"check": "4 16 concurrent == solo", "a": name, "b": name, "ids_equal": f"{same}/16",
+                     "all_ids_equal": same == 16})
+    counters = {}
+    for f in tmp.glob("counters.*"):
+        counters[f.name] = json.loads(f.read_text())
+    for name, c in counters.items():
+        full = [l for l, ch in enumerate(quarter) if ch == "F"]
+        ok_calls = all(c["calls"].get(str(l), 0) == c["forwards"] for l in full) and \
+            all(str(l) not in c["calls"] for l in range(n_layers) if l not in full)
+        untouched = all(not c["index_k_written"][str(l)] for l in range(n_layers) if l not in full)
+        rows.append({"check": "3 indexer calls == F layers per forward; S index-K untouched", "a": name,
+                     "b": f"forwards={c['forwards']}", "all_ids_equal": ok_calls and untouched,
+                     "calls": c["calls"], "index_k_written": c["index_k_written"]})
+    speed = {k: float(np.median(v)) for k, v in timings.items()}
+    if "ours-allF" in speed and "ours-1of4" in speed:
+        rows.append({"check": f"5 prefill {args.prefill_len} tokens: all-F / 1/4", "a": "ours-allF", "b": "ours-1of4",
+                     "all_ids_equal": speed["ours-1of4"] < speed["ours-allF"],
+                     "speedup": speed["ours-allF"] / speed["ours-1of4"], "median_s": speed})
+    (args.out / "verify.json").write_text(json.dumps({"rows": rows, "patterns": {
+        "quarter": quarter, "half": half, "irregular": irregular}, "prefill_s": timings}, indent=1))
+    print(f"\n{'check':58s} {'a':20s} {'b':20s} {'ids':7s} {'pass':5s} {'max lp diff':>12s}  extra")
+    for r in rows:
+        extra = {k: v for k, v in r.items() if k in ("speedup", "max_long_prompt_lp_diff")}
+        lp = r.get("max_prompt_lp_diff")
+        print(f"{r['check']:58s} {r['a']:20s} {str(r['b']):20s} {str(r.get('ids_equal', '')):7s} "
+              f"{str(r.get('all_ids_equal')):5s} {('%.3g' % lp) if lp is not None else '':>12s}  {extra}")
+
+
+if __name__ == "__main__":
+    main()

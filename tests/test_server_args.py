@@ -1,0 +1,87 @@
+"""Map requests are resolved and validated in the server's main process, before any weights load."""
+
+import json
+import os
+from unittest import mock
+
+import pytest
+import torch
+
+import sglang_cpu
+
+sglang_cpu.install_import_stubs()
+pytest.importorskip("sglang")
+
+from sglang_indexcache import MapError  # noqa: E402
+from sglang_indexcache.patches import REGISTRY  # noqa: E402
+from sglang_indexcache.patches.env import ENV_MAP, ENV_PATTERN, ENV_SOURCE  # noqa: E402
+from sglang_indexcache.patches.server_args import apply_server_args  # noqa: E402
+
+pytestmark = pytest.mark.sglang
+
+
+@pytest.fixture
+def server_args(tmp_path, monkeypatch):
+    """Build ServerArgs (as launch_server does) for a tiny DSA model, with the server-args patch applied."""
+    for var in (ENV_MAP, ENV_PATTERN, ENV_SOURCE):
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / "config.json").write_text(json.dumps(sglang_cpu.tiny_dsa_config()))
+    apply_server_args(REGISTRY)
+    from sglang.srt.server_args import ServerArgs
+
+    def make(**overrides):
+        with mock.patch.object(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0)):
+            return ServerArgs(model_path=str(tmp_path), device="cuda", load_format="dummy",
+                              json_model_override_args=json.dumps(overrides))
+
+    yield make
+    REGISTRY.revert()
+    for var in (ENV_PATTERN, ENV_SOURCE):  # exported by the hook itself, not through monkeypatch
+        os.environ.pop(var, None)
+
+
+def test_no_request_exports_nothing(server_args):
+    server_args()
+    assert ENV_PATTERN not in os.environ
+
+
+def test_hf_keys_are_taken_over_with_hf_semantics(server_args):
+    server_args(index_topk_freq=4, index_skip_topk_offset=3)  # GLM-5.2's schedule: native SGLang ignores the offset
+    assert os.environ[ENV_PATTERN] == "FFFSSSFS"
+
+
+def test_map_by_name_or_path(server_args, tmp_path, monkeypatch):
+    path = tmp_path / "m.yaml"
+    path.write_text("model: {architectures: [DeepseekV3ForCausalLM]}\nmap: {freq: 4}\nprovenance: {method: uniform}\n")
+    server_args(indexcache_map=str(path))
+    assert os.environ[ENV_PATTERN] == "FFSSSFSS" and os.environ[ENV_SOURCE] == str(path)
+    monkeypatch.setenv(ENV_MAP, str(path))
+    server_args()
+    assert os.environ[ENV_PATTERN] == "FFSSSFSS"
+
+
+@pytest.mark.parametrize("overrides, env_map, words", [
+    ({"indexcache_map": "glm-5/searched-1of4"}, None, "model.architectures: map is for GlmMoeDsaForCausalLM"),
+    ({}, "deepseek-v3.2/uniform-1of4", "model.num_layers: map has 61 layers but the model has 8"),
+    ({"index_topk_pattern": "FSSF"}, None, "index_topk_pattern: 4 layers given but num_hidden_layers is 8"),
+    ({"index_topk_pattern": "SFFFFFFF"}, None, "index_topk_pattern: layer 0 is S"),
+    ({"index_topk_freq": 0}, None, "index_topk_freq: freq is 0"),
+    ({"indexcache_map": "glm-5/searched-1of4", "index_topk_freq": 2}, None, "given together with index_topk_freq"),
+])
+def test_bad_requests_stop_the_launch(server_args, monkeypatch, overrides, env_map, words):
+    if env_map:
+        monkeypatch.setenv(ENV_MAP, env_map)
+    with pytest.raises(MapError, match=words):
+        server_args(**overrides)
+    assert ENV_PATTERN not in os.environ
+
+
+def test_autoload_request_detection():
+    from sglang_indexcache.patches.autoload import requested
+
+    argv = ["python", "-m", "sglang.launch_server", "--model-path", "m"]
+    assert not requested({}, argv)
+    assert requested({ENV_MAP: "glm-5/searched-1of4"}, argv)
+    assert requested({}, argv + ["--json-model-override-args", '{"index_topk_freq": 4}'])
+    assert requested({}, argv + ['--json-model-override-args={"indexcache_map": "x.yaml"}'])
+    assert not requested({}, argv + ["--json-model-override-args", '{"rope_theta": 1}'])
