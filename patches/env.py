@@ -5,3 +5,5 @@ ENV_PATTERN = "SGLANG_INDEXCACHE_PATTERN"  # resolved by the main process, read 
 ENV_SOURCE = "SGLANG_INDEXCACHE_SOURCE"  # the map's name, for log lines
 ENV_DISABLE = "SGLANG_INDEXCACHE_DISABLE"  # set to 1: never arm, whatever is requested (e.g. to run SGLang's native sharing)
 ENV_DEBUG_FILE = "SGLANG_INDEXCACHE_DEBUG_FILE"  # a path: each worker rewrites its counters there after every forward
+ENV_EXTERNAL_PACKAGE = "SGLANG_EXTERNAL_MODEL_PACKAGE"  # SGLang's own: a package its model registry imports
+WORKER_PACKAGE = "sglang_indexcache.patches.worker"

@@ -15,12 +15,13 @@ from pathlib import Path
 from sglang_indexcache.errors import MapError
 from sglang_indexcache.request import OVERRIDES, resolve_request
 
-from .env import ENV_MAP
+from .env import ENV_EXTERNAL_PACKAGE, ENV_MAP, WORKER_PACKAGE
 from .process_map import export
 from .registry import PatchRegistry
 from .targets import SERVER_ARGS_CLASS, IncompatibleSGLang, check_model_targets
 
 logger = logging.getLogger("sglang_indexcache")
+PTH = "sglang_indexcache.pth"
 
 
 def apply_server_args(registry: PatchRegistry) -> None:
@@ -52,9 +53,30 @@ def resolve_in_main_process(server_args) -> None:
     except (MapError, IncompatibleSGLang) as e:
         _refuse(e)
         return
+    try:
+        _reach_workers()
+    except IncompatibleSGLang as e:
+        _refuse(e)
+        return
     export(layer_map)
     logger.info("IndexCache requested: %s, pattern %s, %d/%d Full", layer_map.name or layer_map.source,
                 layer_map.pattern, len(layer_map.full_layers), layer_map.num_layers)
+
+
+def _reach_workers() -> None:
+    """Make sure the spawned workers patch their model: through SGLang's registry hook, else the .pth hook."""
+    current = os.environ.get(ENV_EXTERNAL_PACKAGE)
+    if current in (None, "", WORKER_PACKAGE):
+        os.environ[ENV_EXTERNAL_PACKAGE] = WORKER_PACKAGE
+    elif not _pth_installed():
+        raise IncompatibleSGLang(
+            f"{ENV_EXTERNAL_PACKAGE} is set to {current!r} and sglang_indexcache.pth is not installed, so the "
+            "workers would build the model without IndexCache; install sglang-indexcache with pip (not as an "
+            f"editable install) or unset {ENV_EXTERNAL_PACKAGE}")
+
+
+def _pth_installed() -> bool:
+    return any((Path(p) / PTH).is_file() for p in sys.path if p)
 
 
 def _model_config(server_args) -> tuple[dict, str]:

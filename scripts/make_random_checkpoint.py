@@ -91,8 +91,8 @@ def _is_moe_layer(cfg: dict, layer: int) -> bool:
     # SGLang's rule (it also honours moe_layer_freq, which Hugging Face's config does not have).
     return (
         cfg.get("n_routed_experts") is not None
-        and layer >= cfg.get("first_k_dense_replace", 0)
-        and layer % cfg.get("moe_layer_freq", 1) == 0
+        and layer >= (cfg.get("first_k_dense_replace") or 0)
+        and layer % (cfg.get("moe_layer_freq") or 1) == 0
     )
 
 
@@ -117,9 +117,12 @@ def checkpoint_spec(cfg: dict, nextn: bool = False) -> list[tuple[str, tuple[int
     if not cfg.get("tie_word_embeddings", False):
         spec.append(("lm_head.weight", (vocab, hidden), RANDOM))
     if nextn:
+        n_nextn = cfg.get("num_nextn_predict_layers") or 0
+        if not n_nextn:
+            raise ValueError("--nextn needs num_nextn_predict_layers >= 1 in the config")
         # The multi-token-prediction layers follow the main ones. Their own embed_tokens and shared_head.head
         # copies are left out: SGLang skips them and reuses the main model's embedding and lm_head.
-        for i in range(n_layers, n_layers + cfg.get("num_nextn_predict_layers", 1)):
+        for i in range(n_layers, n_layers + n_nextn):
             p = f"model.layers.{i}"
             spec += [
                 (f"{p}.enorm.weight", (hidden,), ONES),

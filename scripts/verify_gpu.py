@@ -44,6 +44,7 @@ class Server:
     env: dict = field(default_factory=dict)
     overrides: dict | None = None
     args: list = field(default_factory=list)
+    gpus: int = 1
 
 
 def map_yaml(tmp: Path, name: str, pattern: str) -> str:
@@ -153,6 +154,7 @@ def main() -> None:
     ap.add_argument("--prefill-len", type=int, default=65536)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", nargs="*", help="run only these server names")
+    ap.add_argument("--gpus", type=int, default=1, help="GPUs on this host: lanes of single-GPU servers, and TP/PP runs")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp())
@@ -177,21 +179,56 @@ def main() -> None:
         Server("native-irregular", env=native, overrides={"index_topk_pattern": irregular}),
         Server("ours-irregular", env={"SGLANG_INDEXCACHE_MAP": map_yaml(tmp, "irregular", irregular)}),
     ]
+    # A pipeline split of 2 starts stage 2 at layer n/2; the plugin makes that layer Full on stage 2, so the
+    # single-GPU reference for the PP run is the same map with that layer Full.
+    stage2 = n_layers // 2
+    pp_effective = quarter[:stage2] + "F" + quarter[stage2 + 1:]
+    servers.append(Server("ours-pp-reference", env={"SGLANG_INDEXCACHE_MAP": map_yaml(tmp, "ppref", pp_effective)}))
+    n_gpus = args.gpus
+    if n_gpus >= 2:
+        servers += [
+            Server("ours-1of4-tp2", overrides={"indexcache_map": map_yaml(tmp, "quarter", quarter)},
+                   args=["--tp", "2"], gpus=2),
+            Server("ours-1of4-pp2", overrides={"indexcache_map": map_yaml(tmp, "quarter", quarter)},
+                   args=["--pp-size", "2"], gpus=2),
+        ]
     if args.only:
         servers = [s for s in servers if s.name in args.only]
     ps = prompts()
-    results, timings = {}, {}
-    for s in servers:
+    results, timings, failures = {}, {}, {}
+
+    def serve_and_check(s: Server, gpu_ids: str, port: int) -> None:
         t0 = time.time()
-        proc = launch(s, args.model, args.port, common, args.out)
+        s.env = {**s.env, "CUDA_VISIBLE_DEVICES": gpu_ids}
         try:
-            results[s.name] = run_suite(args.port, ps)
+            proc = launch(s, args.model, port, common, args.out)
+        except RuntimeError as e:
+            failures[s.name] = str(e)
+            print(f"[{s.name}] FAILED: {e}", flush=True)
+            return
+        try:
+            results[s.name] = run_suite(port, ps)
             if s.name in ("stock", "ours-allF", "ours-1of4"):
-                timings[s.name] = time_prefill(args.port, args.prefill_len, args.repeats)
+                timings[s.name] = time_prefill(port, args.prefill_len, args.repeats)
+        except Exception as e:  # noqa: BLE001 - record and go on with the other servers
+            failures[s.name] = repr(e)
         finally:
             stop(proc)
-        print(f"[{s.name}] done in {time.time() - t0:.0f}s", flush=True)
-        (args.out / "raw.json").write_text(json.dumps({"results": results, "timings": timings}))
+        print(f"[{s.name}] done in {time.time() - t0:.0f}s on GPU {gpu_ids}", flush=True)
+        (args.out / "raw.json").write_text(json.dumps({"results": results, "timings": timings, "failures": failures}))
+
+    single = [s for s in servers if s.gpus == 1]
+    lanes = [single[i::n_gpus] for i in range(n_gpus)]
+
+    def run_lane(i: int) -> None:
+        for s in lanes[i]:
+            serve_and_check(s, str(i), args.port + 10 * i)
+
+    with cf.ThreadPoolExecutor(n_gpus) as pool:
+        list(pool.map(run_lane, range(n_gpus)))
+    for s in servers:
+        if s.gpus > 1:
+            serve_and_check(s, ",".join(str(i) for i in range(s.gpus)), args.port)
 
     rows = []
 
@@ -206,6 +243,9 @@ def main() -> None:
     row("4 1/4 graphs off vs native (graphs on)", "ours-1of4-nograph", "native-1of4")
     row("4 1/4 graphs off vs on", "ours-1of4-nograph", "ours-1of4")
     row("5 sensitivity: all-F vs 1/4 (must differ)", "ours-allF", "ours-1of4")
+    row("4 --tp 2 vs 1 GPU (1/4)", "ours-1of4-tp2", "ours-1of4")
+    row("4 --pp-size 2 (stage 2 starts on S) vs 1 GPU", "ours-1of4-pp2", "ours-pp-reference")
+    row("4 --pp-size 2 vs 1/4 without the forced layer", "ours-1of4-pp2", "ours-1of4")
     for name, r in results.items():
         rows.append({"check": "4 radix prefix hit == cold", "a": name, "b": name,
                      "all_ids_equal": r["prefix_hit"]["ids"] == r["prefix_cold"]["ids"],
@@ -231,7 +271,15 @@ def main() -> None:
                      "all_ids_equal": speed["ours-1of4"] < speed["ours-allF"],
                      "speedup": speed["ours-allF"] / speed["ours-1of4"], "median_s": speed})
     (args.out / "verify.json").write_text(json.dumps({"rows": rows, "patterns": {
-        "quarter": quarter, "half": half, "irregular": irregular}, "prefill_s": timings}, indent=1))
+        "quarter": quarter, "half": half, "irregular": irregular, "pp_reference": pp_effective},
+        "prefill_s": timings, "failures": failures}, indent=1))
+    for name, why in failures.items():
+        print(f"FAILED {name}: {why}")
+    print("\nstart-up lines:")
+    for log in sorted(args.out.glob("server-*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if "IndexCache active" in line or "IndexCache requested" in line:
+                print(f"  {log.stem}: {line.strip()[-220:]}")
     print(f"\n{'check':58s} {'a':20s} {'b':20s} {'ids':7s} {'pass':5s} {'max lp diff':>12s}  extra")
     for r in rows:
         extra = {k: v for k, v in r.items() if k in ("speedup", "max_long_prompt_lp_diff")}

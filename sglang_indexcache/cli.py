@@ -68,6 +68,25 @@ def validate(
           f"{len(layer_map.full_layers)}/{layer_map.num_layers} layers Full")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@exits_on_map_error
+def serve(
+    ctx: typer.Context,
+    map_: Annotated[str, typer.Option("--map", help="a YAML file or a shipped map name")],
+) -> None:
+    """Run ``python -m sglang.launch_server ARGS`` with a layer map; all other arguments go to SGLang."""
+    import os
+    import runpy
+
+    from .patches.autoload import arm
+    from .patches.env import ENV_MAP
+
+    os.environ[ENV_MAP] = map_
+    arm()
+    sys.argv = ["sglang.launch_server", *ctx.args]
+    runpy.run_module("sglang.launch_server", run_name="__main__", alter_sys=True)
+
+
 @app.command("list")
 def list_maps() -> None:
     """List the shipped maps."""

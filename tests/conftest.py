@@ -1,6 +1,10 @@
 import textwrap
 
 import pytest
+import sglang_cpu
+
+# Before anything imports transformers or SGLang: both probe the CUDA-only packages the stubs stand in for.
+sglang_cpu.install_import_stubs()
 
 
 @pytest.fixture

@@ -150,10 +150,11 @@ class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 def install_import_stubs() -> None:
     """Stub the CUDA-only imports SGLang makes unconditionally; call before anything imports ``sglang``.
 
-    ``sgl_kernel`` is SGLang's CUDA extension and ``torchvision`` is needed only for ``decode_jpeg``; both are
-    stubbed even where installed, since neither loads without CUDA. They carry the versions SGLang 0.5.10.post1
-    pins (transformers parses the version of any torchvision it finds). ``IPython`` (``sglang/utils.py`` needs
-    only ``IPython.display``) is stubbed only where it is not installed. Idempotent.
+    ``sgl_kernel`` (SGLang's CUDA extension) is always stubbed, and so is ``torchvision``, which SGLang needs only
+    for ``decode_jpeg`` and whose PyPI build for CPU torch is CUDA-linked and fails to load. They carry the
+    versions SGLang 0.5.10.post1 is built against (transformers parses the version of any torchvision it finds).
+    ``IPython`` (``sglang/utils.py`` needs only ``IPython.display``) is stubbed only where it is not installed.
+    Idempotent.
     """
     if any(isinstance(finder, _StubFinder) for finder in sys.meta_path):
         return
@@ -256,8 +257,8 @@ def _on_meta_device(dtype: torch.dtype) -> Iterator[None]:
     """Construct modules on the meta device with ``dtype`` as the default, as SGLang's loader does.
 
     Rotary embeddings place their cos/sin table on ``get_device()``, which raises without an accelerator;
-    asking for "meta" also skips computing the table. ``_is_cpu`` stops the rope base class from importing a
-    vLLM kernel that exists only on CUDA/ROCm builds.
+    asking for "meta" also skips computing the table. ``_is_cpu`` keeps the rope base class off its fallback
+    for other non-CUDA platforms, which imports vLLM.
     """
     from sglang.srt.layers.rotary_embedding import base, rope_variant
 
