@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from sglang_cpu import tiny_dsa_config
 
 torch = pytest.importorskip("torch")
 load_file = pytest.importorskip("safetensors.torch").load_file
@@ -16,45 +17,12 @@ _spec.loader.exec_module(mrc)
 
 # Small but with every part of the real architecture: a dense first layer, MoE layers with shared experts,
 # MLA with a q LoRA, and a DSA indexer (index_head_dim kept at the real 128).
-TINY = {
-    "architectures": ["DeepseekV3ForCausalLM"],
-    "model_type": "deepseek_v3",
-    "torch_dtype": "bfloat16",
-    "vocab_size": 512,
-    "hidden_size": 256,
-    "intermediate_size": 512,
-    "moe_intermediate_size": 64,
-    "num_hidden_layers": 4,
-    "num_nextn_predict_layers": 1,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 2,
-    "q_lora_rank": 128,
-    "kv_lora_rank": 512,
-    "qk_rope_head_dim": 64,
-    "qk_nope_head_dim": 128,
-    "v_head_dim": 128,
-    "n_routed_experts": 4,
-    "n_shared_experts": 1,
-    "num_experts_per_tok": 2,
-    "n_group": 2,
-    "topk_group": 1,
-    "topk_method": "noaux_tc",
-    "scoring_func": "sigmoid",
-    "norm_topk_prob": True,
-    "routed_scaling_factor": 2.5,
-    "first_k_dense_replace": 1,
-    "moe_layer_freq": 1,
-    "hidden_act": "silu",
-    "rms_norm_eps": 1e-6,
-    "max_position_embeddings": 4096,
-    "rope_theta": 10000,
-    "index_n_heads": 4,
-    "index_head_dim": 128,
-    "index_topk": 2048,
-    "tie_word_embeddings": False,
-    "bos_token_id": 0,
-    "eos_token_id": 1,
-}
+TINY = tiny_dsa_config(
+    num_layers=4, vocab_size=512, hidden_size=256, intermediate_size=512, moe_intermediate_size=64,
+    num_attention_heads=2, num_key_value_heads=2, q_lora_rank=128, n_routed_experts=4, num_experts_per_tok=2,
+    n_group=2, topk_group=1, max_position_embeddings=4096, index_n_heads=4,
+)
+TINY.pop("rope_scaling")
 N_LAYERS = TINY["num_hidden_layers"]
 
 
