@@ -9,6 +9,7 @@ exact original objects; targets are feature-detected in ``targets.py``):
 | ``attention_roles`` | ``deepseek_v2.DeepseekV2AttentionMLA.__init__`` | give each layer's indexer its Full/Shared role from the map; switch SGLang's native ``skip_topk`` sharing off so there is one implementation; NextN/MTP layers keep their own indexer |
 | ``model_checks`` | ``deepseek_v2.DeepseekV2Model.__init__`` | refuse to build a model whose local DSA layers did not all get a role; log the active map once per process |
 | ``model_forward_reset`` | ``deepseek_v2.DeepseekV2Model.forward`` | clear the ForwardBatch's indices on entry, so a re-run batch (CUDA-graph capture) never reads the last run's |
+| ``index_k_memory`` | ``NSATokenToKVPool.__init__``, ``ModelRunnerKVCacheMixin.get_cell_size_per_token`` / ``_init_pools`` | Shared layers get no index-key cache (132 B/token/layer) and the token budget counts only Full layers, so ``max_total_num_tokens`` grows; draft (NextN) pools and HiSparse pools keep every buffer |
 | ``server_args`` | ``server_args.ServerArgs.__post_init__`` | main process only: resolve and validate the requested map against the model config before any weights load, and hand it to the spawned workers |
 
 Upstream status: SGLang 0.5.10.post1 carries indices between layers natively (``index_topk_freq``/
@@ -30,6 +31,7 @@ _PLANS: dict[int, object] = {}
 def apply_model_patches() -> None:
     """Patch the model classes; idempotent. Raises ``IncompatibleSGLang`` if a target is missing."""
     from .attention_roles import apply_attention_roles
+    from .index_k_memory import apply_index_k_memory
     from .indexer_forward import apply_indexer_forward
     from .model_checks import apply_model_checks
     from .targets import ATTENTION_CLASS, check_model_targets
@@ -40,6 +42,7 @@ def apply_model_patches() -> None:
     apply_indexer_forward(REGISTRY)
     apply_attention_roles(REGISTRY, plan_for)
     apply_model_checks(REGISTRY, plan_for, where)
+    apply_index_k_memory(REGISTRY, plan_for)
 
 
 def revert() -> None:

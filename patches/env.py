@@ -7,3 +7,4 @@ ENV_DISABLE = "SGLANG_INDEXCACHE_DISABLE"  # set to 1: never arm, whatever is re
 ENV_DEBUG_FILE = "SGLANG_INDEXCACHE_DEBUG_FILE"  # a path: each worker rewrites its counters there after every forward
 ENV_EXTERNAL_PACKAGE = "SGLANG_EXTERNAL_MODEL_PACKAGE"  # SGLang's own: a package its model registry imports
 WORKER_PACKAGE = "sglang_indexcache.patches.worker"
+ENV_KEEP_INDEX_CACHE = "SGLANG_INDEXCACHE_KEEP_INDEX_CACHE"  # set to 1: allocate Shared layers' index-key cache anyway

@@ -71,6 +71,18 @@ MODEL_TARGETS = (INDEXER_CLASS, INDEXER_FORWARD_CUDA, INDEXER_FORWARD, ATTENTION
                  PP_GROUP, GLOBAL_SERVER_ARGS)
 
 
+KV_MIXIN = "sglang.srt.model_executor.model_runner_kv_cache_mixin"
+NSA_POOL_CLASS = Target("sglang.srt.mem_cache.memory_pool", "NSATokenToKVPool")
+NSA_POOL_INIT = Target("sglang.srt.mem_cache.memory_pool", "NSATokenToKVPool.__init__",
+                       ("size", "page_size", "layer_num", "start_layer", "index_buf_size"))
+KV_MIXIN_CLASS = Target(KV_MIXIN, "ModelRunnerKVCacheMixin")
+CELL_SIZE = Target(KV_MIXIN, "ModelRunnerKVCacheMixin.get_cell_size_per_token", ("num_layers",))
+INIT_POOLS = Target(KV_MIXIN, "ModelRunnerKVCacheMixin._init_pools")
+
+MEMORY_TARGETS = (NSA_POOL_CLASS, NSA_POOL_INIT, KV_MIXIN_CLASS, CELL_SIZE, INIT_POOLS)
+ALL_TARGETS = MODEL_TARGETS + MEMORY_TARGETS
+
+
 def check_model_targets() -> None:
-    for target in MODEL_TARGETS:
+    for target in ALL_TARGETS:
         target.resolve()

@@ -18,7 +18,7 @@ from sglang_indexcache.patches import REGISTRY, apply_model_patches, revert  # n
 from sglang_indexcache.patches.env import ENV_PATTERN, ENV_SOURCE  # noqa: E402
 from sglang_indexcache.patches.indexer_forward import ROLE, SLOT, StaleIndices  # noqa: E402
 from sglang_indexcache.patches.process_map import plan  # noqa: E402
-from sglang_indexcache.patches.targets import MODEL_TARGETS, IncompatibleSGLang, Target  # noqa: E402
+from sglang_indexcache.patches.targets import ALL_TARGETS, IncompatibleSGLang, Target  # noqa: E402
 
 pytestmark = pytest.mark.sglang
 
@@ -43,7 +43,7 @@ def roles(layers):
 # -- targets and registry ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target", MODEL_TARGETS, ids=lambda t: t.dotted)
+@pytest.mark.parametrize("target", ALL_TARGETS, ids=lambda t: t.dotted)
 def test_every_target_exists_with_its_signature(target):
     assert target.resolve() is not None
 
@@ -70,9 +70,9 @@ def test_apply_and_revert_are_exact(patched):
     assert Indexer.forward.__indexcache_patch__ == "indexer_forward"
     assert DeepseekV2AttentionMLA.__init__ is not before["attn_init"]
     assert DeepseekV2Model.forward.__wrapped__ is before["model_forward"]
-    assert len(REGISTRY.applied()) == 4
+    assert len(REGISTRY.applied()) == 7
     apply_model_patches()  # idempotent
-    assert len(REGISTRY.applied()) == 4
+    assert len(REGISTRY.applied()) == 7
     revert()
     assert "forward" not in Indexer.__dict__ and Indexer.forward is MultiPlatformOp.forward
     assert DeepseekV2AttentionMLA.__dict__["__init__"] is before["attn_init"]

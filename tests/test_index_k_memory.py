@@ -1,0 +1,108 @@
+"""Shared layers get no index-key cache and the KV token budget counts only Full layers (real SGLang pool)."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import sglang_cpu
+
+sglang_cpu.install_import_stubs()
+pytest.importorskip("sglang")
+
+from sglang_indexcache.patches import apply_model_patches, plan_for, revert  # noqa: E402
+from sglang_indexcache.patches.env import ENV_PATTERN  # noqa: E402
+
+pytestmark = pytest.mark.sglang
+PATTERN = "FFSSSFSS"
+POOL_ARGS = dict(size=1000, page_size=64, kv_lora_rank=512, dtype=torch.bfloat16, qk_rope_head_dim=64, layer_num=8,
+                 device="cpu", index_head_dim=128, enable_memory_saver=False, kv_cache_dim=576, start_layer=0,
+                 end_layer=8)
+
+
+@pytest.fixture
+def runner(monkeypatch):
+    """A stand-in ModelRunner with what the pool set-up reads, and the real pool built by `_init_pools`."""
+    from sglang.srt.model_executor.model_runner_kv_cache_mixin import ModelRunnerKVCacheMixin
+    from sglang.srt.mem_cache.memory_pool import NSATokenToKVPool
+
+    def build_pool(self):  # stands in for SGLang's _init_pools, which the patch wraps
+        self.token_to_kv_pool = NSATokenToKVPool(**POOL_ARGS)
+
+    sglang_cpu.sglang_dist_env()
+    monkeypatch.setattr(ModelRunnerKVCacheMixin, "_init_pools", build_pool)
+    monkeypatch.setenv(ENV_PATTERN, PATTERN)
+    model_config = sglang_cpu._model_config(sglang_cpu.tiny_dsa_config(), None, is_draft_model=False)
+    fake = SimpleNamespace(model_config=model_config, kv_cache_dtype=torch.bfloat16, use_mla_backend=True,
+                           is_draft_worker=False, enable_hisparse=False, start_layer=0, end_layer=8)
+    yield fake
+    revert()
+
+
+def cell_size(runner):
+    from sglang.srt.model_executor.model_runner_kv_cache_mixin import ModelRunnerKVCacheMixin
+
+    return ModelRunnerKVCacheMixin.get_cell_size_per_token(runner, 8)
+
+
+def init_pools(runner):
+    from sglang.srt.model_executor.model_runner_kv_cache_mixin import ModelRunnerKVCacheMixin
+
+    ModelRunnerKVCacheMixin._init_pools(runner)
+    return runner.token_to_kv_pool
+
+
+def test_token_budget_counts_only_full_layers(runner):
+    before = cell_size(runner)
+    apply_model_patches()
+    after = cell_size(runner)
+    assert before - after == PATTERN.count("S") * 132  # 128 fp8 key bytes + one fp32 scale per token and layer
+    runner.is_draft_worker = True
+    assert cell_size(runner) == before
+
+
+def test_shared_layers_get_no_index_buffer(runner):
+    stock = init_pools(runner)
+    apply_model_patches()
+    assert plan_for(runner.model_config.hf_config).effective.pattern == PATTERN
+    pool = init_pools(runner)
+    full = [l for l, c in enumerate(PATTERN) if c == "F"]
+    shared = [l for l, c in enumerate(PATTERN) if c == "S"]
+    for l in full:
+        assert pool.get_index_k_with_scale_buffer(l).shape == stock.get_index_k_with_scale_buffer(l).shape
+    one_page = pool.get_index_k_with_scale_buffer(shared[0])
+    assert one_page.shape[0] == 1 and all(pool.get_index_k_with_scale_buffer(l) is one_page for l in shared)
+    saved = stock.get_kv_size_bytes() - pool.get_kv_size_bytes()
+    full_buffer = stock.get_index_k_with_scale_buffer(0).nbytes
+    assert saved == len(shared) * full_buffer - len(shared) * one_page.nbytes
+    # The MLA part of the pool is untouched.
+    assert [b.shape for b in pool.kv_buffer] == [b.shape for b in stock.kv_buffer]
+
+
+def test_draft_worker_keeps_every_buffer(runner):
+    apply_model_patches()
+    runner.is_draft_worker = True
+    pool = init_pools(runner)
+    assert len({b.data_ptr() for b in pool.index_k_with_scale_buffer}) == 8
+    assert all(b.shape[0] > 1 for b in pool.index_k_with_scale_buffer)
+
+
+def test_no_map_no_change(runner, monkeypatch):
+    monkeypatch.delenv(ENV_PATTERN)
+    before = cell_size(runner)
+    apply_model_patches()
+    assert cell_size(runner) == before
+    assert all(b.shape[0] > 1 for b in init_pools(runner).index_k_with_scale_buffer)
+
+
+@pytest.mark.parametrize("setting", ["keep-env", "hierarchical-cache", "pd-disaggregation"])
+def test_buffers_kept_where_something_copies_every_layer(runner, monkeypatch, setting):
+    before = cell_size(runner)
+    if setting == "keep-env":
+        monkeypatch.setenv("SGLANG_INDEXCACHE_KEEP_INDEX_CACHE", "1")
+    else:
+        runner.server_args = SimpleNamespace(enable_hierarchical_cache=setting == "hierarchical-cache",
+                                             disaggregation_mode="prefill" if setting == "pd-disaggregation" else "null")
+    apply_model_patches()
+    assert cell_size(runner) == before
+    assert all(b.shape[0] > 1 for b in init_pools(runner).index_k_with_scale_buffer)
