@@ -19,19 +19,34 @@ CHECK_PATCHED = "from sglang.srt.layers.attention.nsa.nsa_indexer import Indexer
 
 
 @pytest.fixture(scope="module")
-def site_dir(tmp_path_factory):
-    """The package installed as pip installs it (with its .pth), plus a sitecustomize that installs the test stubs."""
+def installed(tmp_path_factory):
+    """The package installed as pip installs it, with its .pth."""
     target = tmp_path_factory.mktemp("site")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(ROOT)], check=True, capture_output=True)
     assert (target / "sglang_indexcache.pth").is_file()
-    custom = tmp_path_factory.mktemp("custom")
+    return target
+
+
+@pytest.fixture(scope="module")
+def site_dir(installed, tmp_path_factory):
+    """A sitecustomize that installs the test stubs, then adds the install as a site dir (running its .pth)."""
+    return _sitecustomize(tmp_path_factory.mktemp("custom"), f"site.addsitedir({str(installed)!r})")
+
+
+@pytest.fixture(scope="module")
+def path_only_dir(installed, tmp_path_factory):
+    """The same install on sys.path only: its .pth does not run."""
+    return _sitecustomize(tmp_path_factory.mktemp("plain"), f"sys.path.append({str(installed)!r})")
+
+
+def _sitecustomize(custom, add_install):
     (custom / "sitecustomize.py").write_text(textwrap.dedent(f"""
         import sys, site
         sys.path.insert(0, {str(TESTS)!r})
         import sglang_cpu
         sglang_cpu.install_import_stubs()
-        site.addsitedir({str(target)!r})  # processes sglang_indexcache.pth, as at start-up
+        {add_install}
         import os
         if os.environ.get("INDEXCACHE_TEST_FAKE_HOPPER"):  # ServerArgs picks its DSA defaults for a Hopper GPU
             import torch
@@ -95,3 +110,16 @@ def test_bad_map_stops_launch_server_before_weights(site_dir, tmp_path, how):
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "Fix: " in last and "Traceback" not in out.stderr
     assert ("model.architectures" if how != "override" else "index_topk_pattern") in last
+
+
+def test_entry_point_for_newer_sglang(path_only_dir):
+    """Newer SGLang loads plugins from the ``sglang.srt.plugins`` entry-point group in every process."""
+    request = {"SGLANG_INDEXCACHE_MAP": "glm-5/searched-1of4"}
+    no_plugin = run(path_only_dir, "import sglang.srt.models.deepseek_v2; " + CHECK_PATCHED, env=request)
+    assert no_plugin.stdout.strip().endswith("PLAIN")  # without the .pth nothing arms by itself
+    code = ("from importlib.metadata import entry_points; "
+            "(ep,) = [e for e in entry_points(group='sglang.srt.plugins') if e.name == 'indexcache']; "
+            "load = ep.load(); load(); load(); import sglang.srt.models.deepseek_v2; " + CHECK_PATCHED)
+    assert run(path_only_dir, code).stdout.strip().endswith("PLAIN")  # loaded, but nothing requested
+    out = run(path_only_dir, code, env=request)
+    assert out.stdout.strip().endswith("PATCHED"), out.stderr[-2000:]
