@@ -21,8 +21,6 @@ import argparse
 import concurrent.futures as cf
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +30,11 @@ from pathlib import Path
 import numpy as np
 import requests
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sglang_indexcache import LayerMap  # noqa: E402
+from sglang_indexcache.bench.server import Server  # noqa: E402
+
 SHORT = [97, 1500]
 LONG = [9000, 17000, 30011]
 NEW_TOKENS = [8, 24]
@@ -39,7 +42,7 @@ LOGPROB_TAIL = 256  # prompt logprobs of the last tokens only: the full 30K x vo
 
 
 @dataclass
-class Server:
+class ServerSpec:
     name: str
     env: dict = field(default_factory=dict)
     overrides: dict | None = None
@@ -49,39 +52,8 @@ class Server:
 
 def map_yaml(tmp: Path, name: str, pattern: str) -> str:
     path = tmp / f"{name}.yaml"
-    path.write_text(f"model: {{architectures: [DeepseekV3ForCausalLM], num_layers: {len(pattern)}}}\n"
-                    f"map: {{pattern: {pattern}}}\nprovenance: {{method: uniform}}\n")
+    path.write_text(LayerMap(pattern).to_yaml(["DeepseekV3ForCausalLM"], method="uniform"))
     return str(path)
-
-
-def launch(server: Server, model: str, port: int, common: list[str], logdir: Path):
-    cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", model, "--port", str(port), *common,
-           *server.args]
-    if server.overrides is not None:
-        cmd += ["--json-model-override-args", json.dumps(server.overrides)]
-    env = {**os.environ, **server.env}
-    log = open(logdir / f"server-{server.name}.log", "w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server {server.name} died; see {log.name}")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
-                return proc
-        except requests.RequestException:
-            pass
-        time.sleep(2)
-    raise RuntimeError(f"server {server.name} not healthy in time")
-
-
-def stop(proc) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-    time.sleep(3)  # let the GPU memory go back before the next launch
 
 
 def prompts(seed: int = 0) -> list[list[int]]:
@@ -180,29 +152,29 @@ def main() -> None:
               "--cuda-graph-max-bs", "16", "--context-length", "80000"]
     native = {"SGLANG_INDEXCACHE_DISABLE": "1"}
     servers = [
-        Server("stock", env=native),
-        Server("stock-again", env=native),  # the noise floor: SGLang's DSA path is not bitwise run-to-run stable
-        Server("ours-allF", env={"SGLANG_INDEXCACHE_MAP": map_yaml(tmp, "allF", "F" * n_layers)}),
-        Server("native-1of4", env=native, overrides={"index_topk_pattern": quarter}),
-        Server("ours-1of4", overrides={"indexcache_map": map_yaml(tmp, "quarter", quarter)}),
-        Server("ours-1of4-nograph", env={"SGLANG_INDEXCACHE_MAP": map_yaml(tmp, "quarter", quarter),
+        ServerSpec("stock", env=native),
+        ServerSpec("stock-again", env=native),  # the noise floor: SGLang's DSA path is not bitwise run-to-run stable
+        ServerSpec("ours-allF", env={"SGLANG_INDEXCACHE_MAP": map_yaml(tmp, "allF", "F" * n_layers)}),
+        ServerSpec("native-1of4", env=native, overrides={"index_topk_pattern": quarter}),
+        ServerSpec("ours-1of4", overrides={"indexcache_map": map_yaml(tmp, "quarter", quarter)}),
+        ServerSpec("ours-1of4-nograph", env={"SGLANG_INDEXCACHE_MAP": map_yaml(tmp, "quarter", quarter),
                                          "SGLANG_INDEXCACHE_DEBUG_FILE": debug}, args=["--disable-cuda-graph"]),
-        Server("native-1of2", env=native, overrides={"index_topk_pattern": half}),
-        Server("ours-1of2", overrides={"index_topk_pattern": half}),  # the HF key, taken over by the plugin
-        Server("native-irregular", env=native, overrides={"index_topk_pattern": irregular}),
-        Server("ours-irregular", env={"SGLANG_INDEXCACHE_MAP": map_yaml(tmp, "irregular", irregular)}),
+        ServerSpec("native-1of2", env=native, overrides={"index_topk_pattern": half}),
+        ServerSpec("ours-1of2", overrides={"index_topk_pattern": half}),  # the HF key, taken over by the plugin
+        ServerSpec("native-irregular", env=native, overrides={"index_topk_pattern": irregular}),
+        ServerSpec("ours-irregular", env={"SGLANG_INDEXCACHE_MAP": map_yaml(tmp, "irregular", irregular)}),
     ]
     # A pipeline split of 2 starts stage 2 at layer n/2; the plugin makes that layer Full on stage 2, so the
     # single-GPU reference for the PP run is the same map with that layer Full.
     stage2 = n_layers // 2
     pp_effective = quarter[:stage2] + "F" + quarter[stage2 + 1:]
-    servers.append(Server("ours-pp-reference", env={"SGLANG_INDEXCACHE_MAP": map_yaml(tmp, "ppref", pp_effective)}))
+    servers.append(ServerSpec("ours-pp-reference", env={"SGLANG_INDEXCACHE_MAP": map_yaml(tmp, "ppref", pp_effective)}))
     n_gpus = args.gpus
     if n_gpus >= 2:
         servers += [
-            Server("ours-1of4-tp2", overrides={"indexcache_map": map_yaml(tmp, "quarter", quarter)},
+            ServerSpec("ours-1of4-tp2", overrides={"indexcache_map": map_yaml(tmp, "quarter", quarter)},
                    args=["--tp", "2"], gpus=2),
-            Server("ours-1of4-pp2", overrides={"indexcache_map": map_yaml(tmp, "quarter", quarter)},
+            ServerSpec("ours-1of4-pp2", overrides={"indexcache_map": map_yaml(tmp, "quarter", quarter)},
                    args=["--pp-size", "2"], gpus=2),
         ]
     if args.only:
@@ -210,23 +182,21 @@ def main() -> None:
     ps = prompts()
     results, timings, failures = {}, {}, {}
 
-    def serve_and_check(s: Server, gpu_ids: str, port: int) -> None:
+    def serve_and_check(s: ServerSpec, gpu_ids: str, port: int) -> None:
         t0 = time.time()
-        s.env = {**s.env, "CUDA_VISIBLE_DEVICES": gpu_ids}
+        flags = [*common, *s.args]
+        if s.overrides is not None:
+            flags += ["--json-model-override-args", json.dumps(s.overrides)]
         try:
-            proc = launch(s, args.model, port, common, args.out)
-        except RuntimeError as e:
-            failures[s.name] = str(e)
-            print(f"[{s.name}] FAILED: {e}", flush=True)
-            return
-        try:
-            results[s.name] = run_suite(port, ps)
-            if s.name in ("stock", "ours-allF", "ours-1of4"):
-                timings[s.name] = time_prefill(port, args.prefill_len, args.repeats)
+            with Server(s.name, args.model, port, flags, env={**s.env, "CUDA_VISIBLE_DEVICES": gpu_ids},
+                        logdir=args.out, ready_timeout=600):
+                results[s.name] = run_suite(port, ps)
+                if s.name in ("stock", "ours-allF", "ours-1of4"):
+                    timings[s.name] = time_prefill(port, args.prefill_len, args.repeats)
         except Exception as e:  # noqa: BLE001 - record and go on with the other servers
             failures[s.name] = repr(e)
-        finally:
-            stop(proc)
+            print(f"[{s.name}] FAILED: {e}", flush=True)
+            return
         print(f"[{s.name}] done in {time.time() - t0:.0f}s on GPU {gpu_ids}", flush=True)
 
     single = [s for s in servers if s.gpus == 1]

@@ -153,6 +153,18 @@ class LayerMap:
             chars[layer] = schedule.FULL
         return replace(self, pattern="".join(chars))
 
+    def to_yaml(self, architectures: Iterable[str] | None = None, method: str | None = None) -> str:
+        """This map as a map file; ``LayerMap.load`` reads it back to an equal map."""
+        provenance = self.provenance.model_dump(exclude_none=True) if self.provenance is not None else {}
+        if method is not None or not provenance:
+            provenance["method"] = method or "published"
+        archs = list(architectures if architectures is not None else self.architectures)
+        if not archs:
+            raise ValueError("a map file names the architectures it is for: pass architectures=")
+        doc = {"model": {"architectures": archs, "num_layers": self.num_layers}, "map": {"pattern": self.pattern},
+               "provenance": provenance}
+        return yaml.safe_dump(doc, sort_keys=False)
+
     def to_hf_overrides(self) -> dict[str, Any]:
         """Config keys that give this schedule in HF transformers, SGLang and vLLM alike.
 

@@ -103,3 +103,17 @@ def test_unknown_name_lists_shipped_maps():
     with pytest.raises(MapError, match="glm-5/searched-1of4") as e:
         LayerMap.load("glm-5/searched-1of3")
     assert e.value.key == "(file)"
+
+
+def test_yaml_round_trip(tmp_path):
+    m = LayerMap.load("glm-5/searched-1of4")
+    path = tmp_path / "copy.yaml"
+    path.write_text(m.to_yaml())
+    again = LayerMap.load(path)
+    assert again == LayerMap(m.pattern, str(path), None, m.architectures)
+    assert again.provenance == m.provenance
+    inline = tmp_path / "inline.yaml"
+    inline.write_text(LayerMap("FSSF").to_yaml(["DeepseekV3ForCausalLM"], method="greedy"))
+    assert LayerMap.load(inline).provenance.method == "greedy"
+    with pytest.raises(ValueError, match="architectures"):
+        LayerMap("FSSF").to_yaml()

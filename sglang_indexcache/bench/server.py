@@ -1,0 +1,58 @@
+"""Start and stop ``python -m sglang.launch_server`` for a benchmark, failing fast if it dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+
+class Server:
+    def __init__(self, name: str, model: str, port: int, args: list[str], env: dict | None = None,
+                 logdir: Path = Path("."), ready_timeout: float = 900):
+        self.name, self.port = name, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", model, "--port", str(port), *args]
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = Path(logdir) / f"server-{name}.log"
+        self.ready_timeout = ready_timeout
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Server:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.time() + self.ready_timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server {self.name} exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                if requests.get(f"{self.url}/health", timeout=2).ok:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(2)
+        self.__exit__(None, None, None)
+        raise RuntimeError(f"server {self.name} not healthy after {self.ready_timeout:.0f}s; see {self.log_path}")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+            self.proc = None
+            time.sleep(3)  # let the GPU memory go back before the next launch
+
+    def info(self) -> dict:
+        return requests.get(f"{self.url}/server_info", timeout=30).json()
+
+    def flush_cache(self) -> None:
+        requests.post(f"{self.url}/flush_cache", timeout=60)

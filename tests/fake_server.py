@@ -1,0 +1,105 @@
+"""A stand-in for an SGLang server on loopback: ``/generate`` (native, streamed or not), ``/v1/completions``
+(OpenAI, streamed), ``/server_info``, ``/flush_cache`` and ``/health``, with latencies the tests can predict:
+prefill takes ``prefill_s_per_token * input length``, each further token ``decode_s``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+
+from aiohttp import web
+
+
+class FakeServer:
+    def __init__(self, prefill_s_per_token=1e-6, decode_s=0.002, capacity=100_000, fail_every=0):
+        self.prefill_s_per_token, self.decode_s = prefill_s_per_token, decode_s
+        self.capacity, self.fail_every = capacity, fail_every
+        self.requests = 0
+        self.flushes = 0
+        self.prompt_lengths: list[int] = []
+
+    async def _tokens(self, n_in, n_out):
+        """Yield the running completion count as tokens are produced."""
+        await asyncio.sleep(self.prefill_s_per_token * n_in)
+        yield 1
+        for k in range(2, n_out + 1):
+            await asyncio.sleep(self.decode_s)
+            yield k
+
+    def _fail(self) -> bool:
+        self.requests += 1
+        return bool(self.fail_every) and self.requests % self.fail_every == 0
+
+    async def generate(self, request):
+        body = await request.json()
+        if self._fail():
+            return web.Response(status=500, text="injected failure")
+        ids, n_out = body["input_ids"], body["sampling_params"]["max_new_tokens"]
+        self.prompt_lengths.append(len(ids))
+        if not body.get("stream"):
+            async for k in self._tokens(len(ids), n_out):
+                pass
+            return web.json_response({"output_ids": [7] * n_out, "meta_info": {"completion_tokens": n_out}})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        async for k in self._tokens(len(ids), n_out):
+            await response.write(f"data: {json.dumps({'meta_info': {'completion_tokens': k}})}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    async def completions(self, request):
+        body = await request.json()
+        if self._fail():
+            return web.Response(status=500, text="injected failure")
+        prompt, n_out = body["prompt"], body["max_tokens"]
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        base = {"id": "c", "object": "text_completion", "created": 0, "model": body["model"]}
+        async for k in self._tokens(len(prompt), n_out):
+            chunk = {**base, "choices": [{"index": 0, "text": "x", "finish_reason": None, "logprobs": None}]}
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        usage = {"prompt_tokens": len(prompt), "completion_tokens": n_out, "total_tokens": len(prompt) + n_out}
+        await response.write(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    async def server_info(self, request):
+        return web.json_response({"max_total_num_tokens": self.capacity})
+
+    async def flush_cache(self, request):
+        self.flushes += 1
+        return web.Response(text="ok")
+
+    async def health(self, request):
+        return web.Response(text="ok")
+
+    def start(self) -> str:
+        app = web.Application()
+        app.add_routes([web.post("/generate", self.generate), web.post("/v1/completions", self.completions),
+                        web.get("/server_info", self.server_info), web.post("/flush_cache", self.flush_cache),
+                        web.get("/health", self.health)])
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def serve():
+            asyncio.set_event_loop(self._loop)
+            self._runner = web.AppRunner(app)
+            self._loop.run_until_complete(self._runner.setup())
+            self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", port).start())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
