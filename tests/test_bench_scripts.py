@@ -149,3 +149,15 @@ def test_readme_benchmark_model_dir(tmp_path):
     from sglang_indexcache import LayerMap
 
     assert LayerMap.load(pattern_file).full_layers == (0, 4)
+
+
+def test_memory_table_helpers(server):
+    memory_table = load_script("memory_table")
+    assert memory_table.maps_for(8) == {"stock": None, "allF": "FFFFFFFF", "1of2": "FFSFSFSF", "1of4": "FFSSSFSS"}
+    assert memory_table.capacity(server.url)["max_total_num_tokens"] == server.capacity
+    rows = memory_table.with_ratios([
+        {"map": "stock", "kv_dtype": "bf16", "max_total_num_tokens": 1000},
+        {"map": "1of4", "kv_dtype": "bf16", "max_total_num_tokens": 1082},
+        {"map": "1of4", "kv_dtype": "fp8", "max_total_num_tokens": 5},
+    ])
+    assert [r["tokens_vs_stock"] for r in rows] == [1.0, 1.082, None]
