@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import sys
 
+from sglang_indexcache.keys import REQUEST_KEYS
+
 from .env import ENV_DISABLE, ENV_MAP, ENV_PATTERN
 
 OVERRIDE_FLAG = "--json-model-override-args"
-OVERRIDE_KEYS = ("indexcache_map", "indexer_types", "index_topk_pattern", "index_topk_freq", "index_skip_topk_offset")
 _armed = False
 
 
@@ -22,7 +23,7 @@ def requested(environ, argv) -> bool:
         return False
     if environ.get(ENV_MAP) or environ.get(ENV_PATTERN):
         return True
-    return any(key in value for value in _override_values(argv) for key in OVERRIDE_KEYS)
+    return any(key in value for value in _override_values(argv) for key in REQUEST_KEYS)
 
 
 def _override_values(argv):

@@ -6,11 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import MapError
+from .keys import MAP_KEY, SCHEDULE_KEYS
 from .layer_map import LayerMap
 from .model_config import require_dsa
 
-MAP_KEY = "indexcache_map"
-SCHEDULE_KEYS = ("indexer_types", "index_topk_pattern", "index_topk_freq", "index_skip_topk_offset")
 OVERRIDES = "--json-model-override-args"
 
 

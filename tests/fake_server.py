@@ -39,7 +39,7 @@ class FakeServer:
         ids, n_out = body["input_ids"], body["sampling_params"]["max_new_tokens"]
         self.prompt_lengths.append(len(ids))
         if not body.get("stream"):
-            async for k in self._tokens(len(ids), n_out):
+            async for _ in self._tokens(len(ids), n_out):
                 pass
             return web.json_response({"output_ids": [7] * n_out, "meta_info": {"completion_tokens": n_out}})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -57,7 +57,7 @@ class FakeServer:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         base = {"id": "c", "object": "text_completion", "created": 0, "model": body["model"]}
-        async for k in self._tokens(len(prompt), n_out):
+        async for _ in self._tokens(len(prompt), n_out):
             chunk = {**base, "choices": [{"index": 0, "text": "x", "finish_reason": None, "logprobs": None}]}
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
         usage = {"prompt_tokens": len(prompt), "completion_tokens": n_out, "total_tokens": len(prompt) + n_out}
