@@ -10,6 +10,8 @@ exact original objects; targets are feature-detected in ``targets.py``):
 | ``model_checks`` | ``deepseek_v2.DeepseekV2Model.__init__`` | refuse to build a model whose local DSA layers did not all get a role; log the active map once per process |
 | ``model_forward_reset`` | ``deepseek_v2.DeepseekV2Model.forward`` | clear the ForwardBatch's indices on entry, so a re-run batch (CUDA-graph capture) never reads the last run's |
 | ``index_k_memory`` | ``NSATokenToKVPool.__init__``, ``ModelRunnerKVCacheMixin.get_cell_size_per_token`` / ``_init_pools`` | Shared layers get no index-key cache (132 B/token/layer) and the token budget counts only Full layers, so ``max_total_num_tokens`` grows; draft (NextN) pools and HiSparse pools keep every buffer |
+| ``scheduler_status`` | ``scheduler.Scheduler.get_internal_state`` | report the active map and per-layer indexer counters in SGLang's internal state (``/server_info``) |
+| ``admin_endpoint`` | ``http_server.app`` routes | ``GET /indexcache``: that state per data-parallel rank; an admin endpoint (needs ``--admin-api-key``) |
 | ``server_args`` | ``server_args.ServerArgs.__post_init__`` | main process only: resolve and validate the requested map against the model config before any weights load, and hand it to the spawned workers |
 
 Upstream status: SGLang 0.5.10.post1 carries indices between layers natively (``index_topk_freq``/
@@ -34,6 +36,7 @@ def apply_model_patches() -> None:
     from .index_k_memory import apply_index_k_memory
     from .indexer_forward import apply_indexer_forward
     from .model_checks import apply_model_checks
+    from .status import apply_scheduler_status
     from .targets import ATTENTION_CLASS, check_model_targets
 
     if REGISTRY.is_applied(ATTENTION_CLASS.resolve(), "__init__"):
@@ -43,6 +46,7 @@ def apply_model_patches() -> None:
     apply_attention_roles(REGISTRY, plan_for)
     apply_model_checks(REGISTRY, plan_for, where)
     apply_index_k_memory(REGISTRY, plan_for)
+    apply_scheduler_status(REGISTRY)
 
 
 def revert() -> None:
@@ -83,7 +87,6 @@ def _tbo_start(config) -> int | None:
 def where() -> str:
     import os
 
-    import torch.distributed as dist
+    from .model_checks import _rank
 
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-    return f"pid {os.getpid()}, rank {rank}"
+    return f"pid {os.getpid()}, rank {_rank()}"

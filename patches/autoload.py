@@ -53,6 +53,7 @@ def arm() -> None:
 
     when_imported("sglang.srt.server_args", _patch_server_args)
     when_imported("sglang.srt.models.deepseek_v2", _patch_models)
+    when_imported("sglang.srt.entrypoints.http_server", _add_admin_endpoint)
 
 
 def _patch_server_args(_module) -> None:
@@ -60,6 +61,13 @@ def _patch_server_args(_module) -> None:
     from .server_args import apply_server_args
 
     apply_server_args(REGISTRY)
+
+
+def _add_admin_endpoint(_module) -> None:
+    from . import REGISTRY
+    from .status import apply_admin_endpoint
+
+    apply_admin_endpoint(REGISTRY)
 
 
 def _patch_models(_module) -> None:

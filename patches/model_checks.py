@@ -17,9 +17,17 @@ from sglang_indexcache.counters import COUNTERS
 from .env import ENV_DEBUG_FILE
 from .indexer_forward import ROLE, SLOT
 from .registry import PatchRegistry
-from .targets import MODEL_CLASS
+from .status import Metrics, set_active
+from .targets import GLOBAL_SERVER_ARGS, MODEL_CLASS
 
 logger = logging.getLogger("sglang_indexcache")
+_METRICS: dict = {"metrics": None}
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def apply_model_checks(registry: PatchRegistry, plan_for, where) -> None:
@@ -40,6 +48,10 @@ def apply_model_checks(registry: PatchRegistry, plan_for, where) -> None:
                 raise RuntimeError(f"IndexCache was requested but layers {unmanaged} were built without it; "
                                    "refusing to serve a model that is not what was asked for")
             logger.info(process_map.startup_line(where()))
+            rank = _rank()
+            set_active(process_map, rank)
+            if getattr(GLOBAL_SERVER_ARGS.resolve()(), "enable_metrics", False):
+                _METRICS["metrics"] = Metrics(rank)
 
         return __init__
 
@@ -52,6 +64,8 @@ def apply_model_checks(registry: PatchRegistry, plan_for, where) -> None:
                 setattr(forward_batch, SLOT, None)
             out = original(self, input_ids, positions, forward_batch, *args, **kwargs)
             COUNTERS.record_forward()
+            if _METRICS["metrics"] is not None:
+                _METRICS["metrics"].maybe_flush()
             if debug_file and not torch.cuda.is_current_stream_capturing():
                 _dump_debug(debug_file, self, forward_batch)
             return out

@@ -18,9 +18,17 @@ class Applied:
     patch: str
 
 
+@dataclass(frozen=True)
+class Appended:
+    items: list
+    item: Any
+    patch: str
+    what: str
+
+
 class PatchRegistry:
     def __init__(self) -> None:
-        self._applied: list[Applied] = []
+        self._applied: list[Applied | Appended] = []
 
     def wrap(self, owner: Any, attr: str, make: Callable[[Callable], Callable], patch: str) -> None:
         """Replace ``owner.attr`` by ``make(current)``; refuses to wrap twice."""
@@ -34,23 +42,30 @@ class PatchRegistry:
         setattr(owner, attr, replacement)
         self._applied.append(Applied(owner, attr, original, replacement, patch))
 
+    def append(self, items: list, item: Any, patch: str, what: str) -> None:
+        """Add ``item`` to a list the engine owns (e.g. its HTTP routes); ``revert()`` removes it again."""
+        items.append(item)
+        self._applied.append(Appended(items, item, patch, what))
+
     def is_applied(self, owner: Any, attr: str) -> bool:
-        return any(a.owner is owner and a.attr == attr for a in self._applied)
+        return any(isinstance(a, Applied) and a.owner is owner and a.attr == attr for a in self._applied)
 
     def applied(self) -> list[tuple[str, str]]:
-        return [(f"{_name(a.owner)}.{a.attr}", a.patch) for a in self._applied]
+        return [(a.what if isinstance(a, Appended) else f"{_name(a.owner)}.{a.attr}", a.patch) for a in self._applied]
 
     def revert(self) -> None:
         """Undo in reverse order; inherited attributes are deleted so inheritance shows through again."""
         while self._applied:
             a = self._applied.pop()
-            if a.original is _MISSING:
+            if isinstance(a, Appended):
+                a.items.remove(a.item)
+            elif a.original is _MISSING:
                 delattr(a.owner, a.attr)
             else:
                 setattr(a.owner, a.attr, a.original)
 
     def _owner_of(self, owner: Any, attr: str) -> str:
-        return next(a.patch for a in self._applied if a.owner is owner and a.attr == attr)
+        return next(a.patch for a in self._applied if isinstance(a, Applied) and a.owner is owner and a.attr == attr)
 
 
 def _name(owner: Any) -> str:

@@ -86,3 +86,9 @@ ALL_TARGETS = MODEL_TARGETS + MEMORY_TARGETS
 def check_model_targets() -> None:
     for target in ALL_TARGETS:
         target.resolve()
+
+SCHEDULER_STATE = Target("sglang.srt.managers.scheduler", "Scheduler.get_internal_state", ("recv_req",))
+SCHEDULER_CLASS = Target("sglang.srt.managers.scheduler", "Scheduler")
+HTTP_SERVER = "sglang.srt.entrypoints.http_server"
+HTTP_APP = Target(HTTP_SERVER, "app")
+AUTH_LEVEL = Target("sglang.srt.utils.auth", "auth_level", ("level",))

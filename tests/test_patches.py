@@ -70,9 +70,9 @@ def test_apply_and_revert_are_exact(patched):
     assert Indexer.forward.__indexcache_patch__ == "indexer_forward"
     assert DeepseekV2AttentionMLA.__init__ is not before["attn_init"]
     assert DeepseekV2Model.forward.__wrapped__ is before["model_forward"]
-    assert len(REGISTRY.applied()) == 7
+    assert len(REGISTRY.applied()) == 8
     apply_model_patches()  # idempotent
-    assert len(REGISTRY.applied()) == 7
+    assert len(REGISTRY.applied()) == 8
     revert()
     assert "forward" not in Indexer.__dict__ and Indexer.forward is MultiPlatformOp.forward
     assert DeepseekV2AttentionMLA.__dict__["__init__"] is before["attn_init"]
@@ -137,6 +137,10 @@ def test_model_build_checks_and_logs(patched, caplog):
     assert "".join("F" if r.full else "S" for r in roles(model.model.layers)) == "FSSSFSSS"
     (line,) = [r.message for r in caplog.records if "IndexCache active" in r.message]
     assert "map test-map, pattern FSSSFSSS, 2/8 Full" in line
+    from sglang_indexcache.patches.status import set_active, status
+
+    assert status()["pattern"] == "FSSSFSSS" and status()["map"] == "test-map"
+    set_active(None, rank=0)
 
 
 def test_model_build_refuses_layers_without_role(patched, monkeypatch):

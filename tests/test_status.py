@@ -1,0 +1,128 @@
+"""Operators see the active map and the counters: SGLang's internal state, GET /indexcache (admin), Prometheus."""
+
+from types import SimpleNamespace
+
+import pytest
+
+import sglang_cpu
+
+sglang_cpu.install_import_stubs()
+pytest.importorskip("sglang")
+
+from sglang_indexcache import LayerMap  # noqa: E402
+from sglang_indexcache.counters import COUNTERS  # noqa: E402
+from sglang_indexcache.patches import REGISTRY  # noqa: E402
+from sglang_indexcache.patches.process_map import plan  # noqa: E402
+from sglang_indexcache.patches.status import (  # noqa: E402
+    Metrics,
+    apply_admin_endpoint,
+    apply_scheduler_status,
+    set_active,
+    status,
+)
+
+pytestmark = pytest.mark.sglang
+
+
+@pytest.fixture
+def active():
+    set_active(plan(LayerMap("FSSSFSSS", source="q.yaml"), 8, stage=(0, 8), tbo_start=None), rank=0)
+    COUNTERS.reset()
+    yield
+    set_active(None, rank=0)
+    REGISTRY.revert()
+
+
+def test_scheduler_state_carries_the_map_and_counters(active, monkeypatch):
+    from sglang.srt.managers.io_struct import GetInternalStateReqOutput
+    from sglang.srt.managers.scheduler import Scheduler
+
+    def stand_in(self, recv_req):  # SGLang's reads the whole scheduler; the patch only adds to its output
+        return GetInternalStateReqOutput(internal_state={})
+
+    monkeypatch.setattr(Scheduler, "get_internal_state", stand_in)
+    apply_scheduler_status(REGISTRY)
+    COUNTERS.record(0, ran=True)
+    COUNTERS.record(1, ran=False)
+    state = Scheduler.get_internal_state(None, None).internal_state["indexcache"]
+    assert state["pattern"] == "FSSSFSSS" and state["full_layers"] == 2 and state["map"] == "q.yaml"
+    assert state["counters"]["calls"] == {0: 1} and state["counters"]["skips"] == {1: 1}
+    set_active(None, rank=0)
+    assert "indexcache" not in Scheduler.get_internal_state(None, None).internal_state
+
+
+def endpoint_app(admin_api_key):
+    """A fresh FastAPI app with our route and SGLang's own auth middleware, configured as launch_server does."""
+    from fastapi import FastAPI
+    from sglang.srt.utils.auth import add_api_key_middleware
+
+    apply_admin_endpoint(REGISTRY)
+    from sglang.srt.entrypoints.http_server import app as sglang_app
+
+    (route,) = [r for r in sglang_app.router.routes if getattr(r, "path", None) == "/indexcache"]
+    app = FastAPI()
+    app.router.routes.append(route)
+    add_api_key_middleware(app, api_key=None, admin_api_key=admin_api_key)
+    return app
+
+
+@pytest.fixture
+def tokenizer_manager(monkeypatch, active):
+    from sglang.srt.entrypoints import http_server
+
+    async def get_internal_state():
+        return [{"indexcache": status()}, {"other": 1}]
+
+    monkeypatch.setattr(http_server, "_global_state",
+                        SimpleNamespace(tokenizer_manager=SimpleNamespace(get_internal_state=get_internal_state)))
+
+
+@pytest.mark.parametrize("admin_key, header, code", [
+    (None, None, None),  # no --admin-api-key: the endpoint is closed
+    ("secret", None, 401),
+    ("secret", "Bearer wrong", 401),
+    ("secret", "Bearer secret", 200),
+])
+def test_admin_endpoint(tokenizer_manager, admin_key, header, code):
+    from fastapi.testclient import TestClient
+
+    client = TestClient(endpoint_app(admin_key))
+    response = client.get("/indexcache", headers={"Authorization": header} if header else {})
+    if code is None:
+        assert response.status_code in (401, 403)
+        return
+    assert response.status_code == code
+    if code == 200:
+        ranks = response.json()["dp_ranks"]
+        assert ranks[0]["pattern"] == "FSSSFSSS" and ranks[1] is None
+
+
+def test_admin_endpoint_is_reverted(active):
+    from sglang.srt.entrypoints.http_server import app
+
+    apply_admin_endpoint(REGISTRY)
+    assert any(getattr(r, "path", None) == "/indexcache" for r in app.router.routes)
+    REGISTRY.revert()
+    assert not any(getattr(r, "path", None) == "/indexcache" for r in app.router.routes)
+
+
+def test_prometheus_counters_follow_the_counters(active):
+    from prometheus_client import REGISTRY as PROM
+
+    metrics = Metrics(rank=3, interval_s=10)
+    try:
+        COUNTERS.record(0, ran=True)
+        COUNTERS.record(2, ran=False)
+        assert metrics.maybe_flush(now=100.0)
+        sample = lambda name, layer: PROM.get_sample_value(name, {"rank": "3", "layer": layer})  # noqa: E731
+        assert sample("sglang:indexcache_indexer_calls_total", "0") == 1
+        assert sample("sglang:indexcache_indexer_skips_total", "2") == 1
+        assert PROM.get_sample_value("sglang:indexcache_full_layers", {"rank": "3"}) == 2
+        COUNTERS.record(0, ran=True)
+        assert not metrics.maybe_flush(now=105.0)  # at most once per interval
+        assert sample("sglang:indexcache_indexer_calls_total", "0") == 1
+        assert metrics.maybe_flush(now=111.0)
+        assert sample("sglang:indexcache_indexer_calls_total", "0") == 2
+    finally:
+        for metric in (metrics.calls, metrics.skips, metrics.full):
+            PROM.unregister(metric)
