@@ -10,6 +10,7 @@ exact original objects; targets are feature-detected in ``targets.py``):
 | ``model_checks`` | ``deepseek_v2.DeepseekV2Model.__init__`` | refuse to build a model whose local DSA layers did not all get a role; log the active map once per process |
 | ``model_forward_reset`` | ``deepseek_v2.DeepseekV2Model.forward`` | clear the ForwardBatch's indices on entry, so a re-run batch (CUDA-graph capture) never reads the last run's |
 | ``index_k_memory`` | ``NSATokenToKVPool.__init__``, ``ModelRunnerKVCacheMixin.get_cell_size_per_token`` / ``_init_pools`` | Shared layers get no index-key cache (132 B/token/layer) and the token budget counts only Full layers, so ``max_total_num_tokens`` grows; draft (NextN) pools and HiSparse pools keep every buffer |
+| ``shared_indexer_weights`` | ``DeepseekV2ForCausalLM.load_weights`` (+ in ``attention_roles``) | Shared layers' indexer projections and ``k_norm`` are removed after construction and their checkpoint tensors dropped before loading, so checkpoints without them (GLM-5.2) load and the memory goes to KV |
 | ``scheduler_status`` | ``scheduler.Scheduler.get_internal_state`` | report the active map and per-layer indexer counters in SGLang's internal state (``/server_info``) |
 | ``admin_endpoint`` | ``http_server.app`` routes | ``GET /indexcache``: that state per data-parallel rank; an admin endpoint (needs ``--admin-api-key``) |
 | ``server_args`` | ``server_args.ServerArgs.__post_init__`` | main process only: resolve and validate the requested map against the model config before any weights load, and hand it to the spawned workers |
@@ -36,6 +37,7 @@ def apply_model_patches() -> None:
     from .index_k_memory import apply_index_k_memory
     from .indexer_forward import apply_indexer_forward
     from .model_checks import apply_model_checks
+    from .shared_indexer_weights import apply_shared_indexer_weights
     from .status import apply_scheduler_status
     from .targets import ATTENTION_CLASS, check_model_targets
 
@@ -47,6 +49,7 @@ def apply_model_patches() -> None:
     apply_model_checks(REGISTRY, plan_for, where)
     apply_index_k_memory(REGISTRY, plan_for)
     apply_scheduler_status(REGISTRY)
+    apply_shared_indexer_weights(REGISTRY, plan_for)
 
 
 def revert() -> None:

@@ -10,6 +10,7 @@ import inspect
 
 from .indexer_forward import ROLE, LayerRole
 from .registry import PatchRegistry
+from .shared_indexer_weights import drop_indexer_weights
 from .targets import ATTENTION_CLASS, ATTENTION_INIT
 
 
@@ -31,6 +32,8 @@ def apply_attention_roles(registry: PatchRegistry, plan_for) -> None:
             layer = bound.arguments["layer_id"]
             effective = process_map.effective
             setattr(self.indexer, ROLE, LayerRole(layer, effective.is_full(layer), effective.source_layer(layer)))
+            if not effective.is_full(layer):
+                drop_indexer_weights(self.indexer)
             self.skip_topk = False
             self.next_skip_topk = False
 

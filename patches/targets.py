@@ -92,3 +92,6 @@ SCHEDULER_CLASS = Target("sglang.srt.managers.scheduler", "Scheduler")
 HTTP_SERVER = "sglang.srt.entrypoints.http_server"
 HTTP_APP = Target(HTTP_SERVER, "app")
 AUTH_LEVEL = Target("sglang.srt.utils.auth", "auth_level", ("level",))
+
+CAUSAL_LM_CLASS = Target(DEEPSEEK, "DeepseekV2ForCausalLM")
+LOAD_WEIGHTS = Target(DEEPSEEK, "DeepseekV2ForCausalLM.load_weights", ("weights", "is_nextn"))

@@ -70,9 +70,9 @@ def test_apply_and_revert_are_exact(patched):
     assert Indexer.forward.__indexcache_patch__ == "indexer_forward"
     assert DeepseekV2AttentionMLA.__init__ is not before["attn_init"]
     assert DeepseekV2Model.forward.__wrapped__ is before["model_forward"]
-    assert len(REGISTRY.applied()) == 8
+    assert len(REGISTRY.applied()) == 9
     apply_model_patches()  # idempotent
-    assert len(REGISTRY.applied()) == 8
+    assert len(REGISTRY.applied()) == 9
     revert()
     assert "forward" not in Indexer.__dict__ and Indexer.forward is MultiPlatformOp.forward
     assert DeepseekV2AttentionMLA.__dict__["__init__"] is before["attn_init"]
