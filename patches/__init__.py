@@ -22,11 +22,8 @@ pipeline-stage starts, and knows neither ``index_skip_topk_offset`` nor ``indexe
 
 from __future__ import annotations
 
-import logging
-
 from .registry import PatchRegistry
 
-logger = logging.getLogger("sglang_indexcache")
 REGISTRY = PatchRegistry()
 _PLANS: dict[int, object] = {}
 
@@ -46,7 +43,7 @@ def apply_model_patches() -> None:
     check_model_targets()
     apply_indexer_forward(REGISTRY)
     apply_attention_roles(REGISTRY, plan_for)
-    apply_model_checks(REGISTRY, plan_for, where)
+    apply_model_checks(REGISTRY, plan_for)
     apply_index_k_memory(REGISTRY, plan_for)
     apply_scheduler_status(REGISTRY)
     apply_shared_indexer_weights(REGISTRY, plan_for)
@@ -86,10 +83,3 @@ def _tbo_start(config) -> int | None:
         return None
     return getattr(config, "first_k_dense_replace", 0)
 
-
-def where() -> str:
-    import os
-
-    from .model_checks import _rank
-
-    return f"pid {os.getpid()}, rank {_rank()}"

@@ -30,7 +30,7 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def apply_model_checks(registry: PatchRegistry, plan_for, where) -> None:
+def apply_model_checks(registry: PatchRegistry, plan_for) -> None:
     cls = MODEL_CLASS.resolve()
 
     def make_init(original):
@@ -47,8 +47,8 @@ def apply_model_checks(registry: PatchRegistry, plan_for, where) -> None:
             if unmanaged:
                 raise RuntimeError(f"IndexCache was requested but layers {unmanaged} were built without it; "
                                    "refusing to serve a model that is not what was asked for")
-            logger.info(process_map.startup_line(where()))
             rank = _rank()
+            logger.info(process_map.startup_line(f"pid {os.getpid()}, rank {rank}"))
             set_active(process_map, rank)
             if getattr(GLOBAL_SERVER_ARGS.resolve()(), "enable_metrics", False):
                 _METRICS["metrics"] = Metrics(rank)

@@ -14,7 +14,6 @@ from sglang_indexcache.layer_map import LayerMap
 from .env import ENV_PATTERN, ENV_SOURCE
 
 
-
 @dataclass(frozen=True)
 class ProcessMap:
     requested: LayerMap

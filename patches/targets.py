@@ -62,14 +62,12 @@ MODEL_CLASS = Target(DEEPSEEK, "DeepseekV2Model")
 MODEL_INIT = Target(DEEPSEEK, "DeepseekV2Model.__init__", ("config",))
 MODEL_FORWARD = Target(DEEPSEEK, "DeepseekV2Model.forward", ("forward_batch",))
 SERVER_ARGS_CLASS = Target("sglang.srt.server_args", "ServerArgs")
-SERVER_ARGS_POST_INIT = Target("sglang.srt.server_args", "ServerArgs.__post_init__")
 PP_INDICES = Target("sglang.srt.distributed.utils", "get_pp_indices", ("num_hidden_layers", "pp_rank", "pp_size"))
 PP_GROUP = Target("sglang.srt.distributed", "get_pp_group")
 GLOBAL_SERVER_ARGS = Target("sglang.srt.server_args", "get_global_server_args")
 
-MODEL_TARGETS = (INDEXER_CLASS, INDEXER_FORWARD_CUDA, INDEXER_FORWARD, ATTENTION_CLASS, ATTENTION_INIT, MODEL_CLASS, MODEL_INIT, MODEL_FORWARD, PP_INDICES,
-                 PP_GROUP, GLOBAL_SERVER_ARGS)
-
+MODEL_TARGETS = (INDEXER_CLASS, INDEXER_FORWARD_CUDA, INDEXER_FORWARD, ATTENTION_CLASS, ATTENTION_INIT, MODEL_CLASS,
+                 MODEL_INIT, MODEL_FORWARD, PP_INDICES, PP_GROUP, GLOBAL_SERVER_ARGS)
 
 KV_MIXIN = "sglang.srt.model_executor.model_runner_kv_cache_mixin"
 NSA_POOL_CLASS = Target("sglang.srt.mem_cache.memory_pool", "NSATokenToKVPool")
@@ -80,12 +78,7 @@ CELL_SIZE = Target(KV_MIXIN, "ModelRunnerKVCacheMixin.get_cell_size_per_token", 
 INIT_POOLS = Target(KV_MIXIN, "ModelRunnerKVCacheMixin._init_pools")
 
 MEMORY_TARGETS = (NSA_POOL_CLASS, NSA_POOL_INIT, KV_MIXIN_CLASS, CELL_SIZE, INIT_POOLS)
-ALL_TARGETS = MODEL_TARGETS + MEMORY_TARGETS
 
-
-def check_model_targets() -> None:
-    for target in ALL_TARGETS:
-        target.resolve()
 
 SCHEDULER_STATE = Target("sglang.srt.managers.scheduler", "Scheduler.get_internal_state", ("recv_req",))
 SCHEDULER_CLASS = Target("sglang.srt.managers.scheduler", "Scheduler")
@@ -95,3 +88,11 @@ AUTH_LEVEL = Target("sglang.srt.utils.auth", "auth_level", ("level",))
 
 CAUSAL_LM_CLASS = Target(DEEPSEEK, "DeepseekV2ForCausalLM")
 LOAD_WEIGHTS = Target(DEEPSEEK, "DeepseekV2ForCausalLM.load_weights", ("weights", "is_nextn"))
+
+# Everything the workers patch: checked in the main process before launch and again in each worker.
+ALL_TARGETS = MODEL_TARGETS + MEMORY_TARGETS + (SCHEDULER_CLASS, SCHEDULER_STATE, CAUSAL_LM_CLASS, LOAD_WEIGHTS)
+
+
+def check_model_targets() -> None:
+    for target in ALL_TARGETS:
+        target.resolve()
