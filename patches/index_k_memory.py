@@ -113,3 +113,6 @@ def _grow_full_layers(pool, shared: frozenset[int], tokens: int) -> None:
             else torch.zeros((pages, one_page.shape[1]), dtype=one_page.dtype, device=one_page.device)
             for i in range(pool.layer_num)
         ]
+    # SGLang recorded (and reports in /server_info) the pool's size while every index buffer was one page.
+    buffers = [*pool.kv_buffer, *{id(b): b for b in pool.index_k_with_scale_buffer}.values()]
+    pool.mem_usage = sum(b.numel() * b.element_size() for b in buffers) / (1 << 30)

@@ -103,6 +103,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--kv-budget", type=int, default=1 << 20, help="--max-total-tokens for every server")
     ap.add_argument("--port", type=int, default=31200)
     ap.add_argument("--server-args", default="", help="extra launch_server flags, e.g. the GPU kit's")
+    ap.add_argument("--maps", nargs="+", choices=list(MAPS), default=list(MAPS), help="stock must stay first")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -113,24 +114,29 @@ def main(argv=None) -> dict:
              *args.server_args.split()]
     n_layers = json.loads(args.config.read_text())["num_hidden_layers"]
     results, shares, load, started = {}, None, {}, time.time()
-    for name, pattern in MAPS.items():
+    maps = {name: MAPS[name] for name in args.maps}
+    for name, pattern in maps.items():
         env = {"SGLANG_INDEXCACHE_DISABLE": "1"} if pattern is None else \
             {"SGLANG_INDEXCACHE_MAP": map_file(tmp, name, pattern)}
         with Server(name, str(model), args.port, flags, env=env, logdir=args.out) as server:
             results[name] = asyncio.run(bench_prefill_decode.measure(
                 server.url, args.lengths, args.decode_lengths, 64, args.repeats, seed=0))
             if name == "allF":
-                shares = profile_share(server.url, args.out / "traces", args.lengths[1], 32)
+                shares = profile_share(server.url, args.out / "traces", args.lengths[min(1, len(args.lengths) - 1)],
+                                       32)
             if name in ("stock", "1of4"):
                 lt_out = args.out / f"loadtest-{name}"
                 load[name] = loadtest.main(["--url", server.url, "--full-kv", "--input-len", str(args.full_kv_len),
                                             "--output-len", "128", "--out", str(lt_out)]
                                            + (["--bench-serving", str(model)] if name == "1of4" else []))
+        # Each server's numbers are kept as soon as they exist: a later failure must not lose them.
+        (args.out / "partial.json").write_text(json.dumps({"results": results, "indexer_share": shares,
+                                                          "load": load}, indent=1))
         print(f"[{name}] done at {time.time() - started:.0f}s", flush=True)
     speedups = bench_prefill_decode.ratios(results, "stock")
     rows = []
-    for name, pattern in MAPS.items():
-        if pattern is None:
+    for name, pattern in maps.items():
+        if pattern is None or shares is None:
             continue
         kept = pattern.count("F")
         for stage, key in (("prefill", "prefill"), ("decode", "decode")):
@@ -146,14 +152,17 @@ def main(argv=None) -> dict:
     (args.out / "bench_readme.json").write_text(json.dumps(report, indent=1))
     bench_prefill_decode.plot(results, speedups, args.out / "bench.png")
     bench_prefill_decode.print_table(results, speedups)
-    print(f"\nindexer share of GPU time (all-F): prefill {shares['prefill']['share']:.3f}, "
-          f"decode {shares['decode']['share']:.3f}")
+    if shares:
+        print(f"\nindexer share of GPU time (all-F): prefill {shares['prefill']['share']:.3f}, "
+              f"decode {shares['decode']['share']:.3f}")
     print(f"{'map':6s} {'stage':8s} {'context':>8s} {'speedup':>8s} {'bound':>7s} {'of bound':>9s}")
     for r in rows:
         print(f"{r['map']:6s} {r['stage']:8s} {r['context']:8d} {r['speedup']:8.3f} {r['bound']:7.3f} {r['of_bound']:9.3f}")
     if "stock" in full_kv and "1of4" in full_kv:
         print(f"full-KV decode at {args.full_kv_len}: stock {full_kv['stock']:.0f} tok/s, 1/4 {full_kv['1of4']:.0f} "
               f"tok/s ({full_kv['1of4'] / full_kv['stock']:.2f}x)")
+    if report["bench_serving_1of4"]:
+        print(f"sglang.bench_serving, 1/4, same full-KV configuration: {report['bench_serving_1of4']}")
     print(f"total {time.time() - started:.0f}s")
     return report
 

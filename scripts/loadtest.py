@@ -91,18 +91,32 @@ def full_kv_requests(url: str, input_len: int, output_len: int) -> int:
     return max(1, int(capacity) // (input_len + output_len))
 
 
+# sglang.bench_serving imports HF `datasets` at start-up for its MMMU loader, which random-ids never uses; where
+# `datasets` is not installed it gets an empty module, so SGLang's client still runs unchanged.
+BENCH_SERVING = """
+import importlib.util, runpy, sys, types
+if importlib.util.find_spec("datasets") is None:
+    sys.modules["datasets"] = types.ModuleType("datasets")
+    sys.modules["datasets"].load_dataset = None
+runpy.run_module("sglang.bench_serving", run_name="__main__", alter_sys=True)
+"""
+
+
 def bench_serving(url: str, tokenizer: str, input_len: int, output_len: int, num: int, concurrency: int,
                   out: Path) -> dict:
-    """SGLang's own benchmark client on the same configuration."""
+    """SGLang's own benchmark client on the same configuration; a failure is reported, not raised."""
     parsed = urlparse(url)
     result_file = out / "bench_serving.jsonl"
-    cmd = [sys.executable, "-m", "sglang.bench_serving", "--backend", "sglang", "--host", parsed.hostname,
+    cmd = [sys.executable, "-c", BENCH_SERVING, "--backend", "sglang", "--host", parsed.hostname,
            "--port", str(parsed.port), "--dataset-name", "random-ids", "--tokenize-prompt", "--tokenizer", tokenizer,
            "--random-input-len", str(input_len), "--random-output-len", str(output_len), "--random-range-ratio", "1.0",
            "--num-prompts", str(num), "--max-concurrency", str(concurrency), "--output-file", str(result_file)]
-    subprocess.run(cmd, check=True, timeout=3600)
-    last = result_file.read_text().strip().splitlines()[-1]
-    row = json.loads(last)
+    done = subprocess.run(cmd, timeout=3600, capture_output=True, text=True)
+    (out / "bench_serving.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0 or not result_file.exists():
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"sglang.bench_serving exited with {done.returncode}: {tail}"}
+    row = json.loads(result_file.read_text().strip().splitlines()[-1])
     keys = ("input_throughput", "output_throughput", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms",
             "median_itl_ms", "completed")
     return {k: row.get(k) for k in keys}

@@ -153,7 +153,7 @@ def test_readme_benchmark_model_dir(tmp_path):
 
 def test_memory_table_helpers(server):
     memory_table = load_script("memory_table")
-    assert memory_table.maps_for(8) == {"stock": None, "allF": "FFFFFFFF", "1of2": "FFSFSFSF", "1of4": "FFSSSFSS"}
+    assert memory_table.maps_for(8) == {"stock": None, "allF": "FFFFFFFF", "1of2": "FSFSFSFS", "1of4": "FSSSFSSS"}
     assert memory_table.capacity(server.url)["max_total_num_tokens"] == server.capacity
     rows = memory_table.with_ratios([
         {"map": "stock", "kv_dtype": "bf16", "max_total_num_tokens": 1000},
@@ -161,3 +161,12 @@ def test_memory_table_helpers(server):
         {"map": "1of4", "kv_dtype": "fp8", "max_total_num_tokens": 5},
     ])
     assert [r["tokens_vs_stock"] for r in rows] == [1.0, 1.082, None]
+
+
+def test_memory_table_swaps_the_decode_backend_for_fp8_only():
+    memory_table = load_script("memory_table")
+    kit = ["--attention-backend", "nsa", "--nsa-decode-backend", "flashmla_sparse", "--page-size", "64"]
+    assert memory_table.backend_flags(kit, "bfloat16") == kit
+    fp8 = memory_table.backend_flags(kit, "fp8_e4m3")
+    assert fp8[fp8.index("--nsa-decode-backend") + 1] == "flashmla_kv" and fp8.count("--nsa-decode-backend") == 1
+    assert memory_table.without(kit, "--page-size") == kit[:4]

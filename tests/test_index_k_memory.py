@@ -77,6 +77,10 @@ def test_shared_layers_get_no_index_buffer(runner):
     assert saved == len(shared) * full_buffer - len(shared) * one_page.nbytes
     # The MLA part of the pool is untouched.
     assert [b.shape for b in pool.kv_buffer] == [b.shape for b in stock.kv_buffer]
+    # The size SGLang reports counts the buffers the pool really holds (the shared page once).
+    held = sum(b.nbytes for b in pool.kv_buffer) + len(full) * full_buffer + one_page.nbytes
+    assert pool.mem_usage * (1 << 30) == pytest.approx(held)
+    assert stock.mem_usage * (1 << 30) == pytest.approx(stock.get_kv_size_bytes())
 
 
 def test_draft_worker_keeps_every_buffer(runner):

@@ -1,5 +1,6 @@
 """The wheel installs patches/, kernels/ and configs/ inside the sglang_indexcache namespace."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,8 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
+    # From a copy without build/: setuptools reuses a stale build/lib, which hides packages missing from the list.
+    src = tmp_path_factory.mktemp("src") / "tree"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns("build", "*.egg-info", ".git", ".venv", ".gpu*",
+                                                             "results", "__pycache__"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(src)],
         check=True, capture_output=True,
     )
     (wheel,) = out.glob("sglang_indexcache-*.whl")
@@ -49,3 +54,16 @@ def test_console_script(wheel, wheel_names):
     text = wheel.read(entry_points).decode()
     assert "sglang-indexcache = sglang_indexcache.cli:main" in text
     assert "[sglang.srt.plugins]" in text and "sglang_indexcache.patches.autoload:load_plugin" in text
+
+
+def test_every_source_module_is_in_the_wheel(wheel_names):
+    """A subpackage missing from pyproject's list is silently left out of the wheel."""
+    roots = {"sglang_indexcache": "sglang_indexcache", "patches": "sglang_indexcache/patches",
+             "kernels": "sglang_indexcache/kernels"}
+    expected = {
+        f"{installed}/{path.relative_to(ROOT / src).as_posix()}"
+        for src, installed in roots.items()
+        for path in (ROOT / src).rglob("*.py")
+    }
+    missing = sorted(expected - set(wheel_names))
+    assert not missing, f"not packaged: {missing}"
