@@ -13,6 +13,8 @@ exact original objects; targets are feature-detected in ``targets.py``):
 | ``shared_indexer_weights`` | ``DeepseekV2ForCausalLM.load_weights`` (+ in ``attention_roles``) | Shared layers' indexer projections and ``k_norm`` are removed after construction and their checkpoint tensors dropped before loading, so checkpoints without them (GLM-5.2) load and the memory goes to KV |
 | ``scheduler_status`` | ``scheduler.Scheduler.get_internal_state`` | report the active map and per-layer indexer counters in SGLang's internal state (``/server_info``) |
 | ``admin_endpoint`` | ``http_server.app`` routes | ``GET /indexcache``: that state per data-parallel rank; an admin endpoint (needs ``--admin-api-key``) |
+| ``map_switch`` | ``scheduler.Scheduler.init_request_dispatcher`` / ``process_input_requests`` | schedulers take a ``SwitchMapReq``, wait until fully idle, flush the radix cache and KV pool, then give every indexer its role under the new map (between forwards, so no forward mixes two maps) |
+| ``map_switch_endpoint`` | ``http_server.app`` routes | ``POST /indexcache/map`` (admin): validate against the model and the start-up map, drain through the tokenizer manager's ``model_update_lock``, switch every rank |
 | ``server_args`` | ``server_args.ServerArgs.__post_init__`` | main process only: resolve and validate the requested map against the model config before any weights load, and hand it to the spawned workers |
 
 Upstream status: SGLang 0.5.10.post1 carries indices between layers natively (``index_topk_freq``/
@@ -33,6 +35,7 @@ def apply_model_patches() -> None:
     from .attention_roles import apply_attention_roles
     from .index_k_memory import apply_index_k_memory
     from .indexer_forward import apply_indexer_forward
+    from .map_switch import apply_switch_scheduler
     from .model_checks import apply_model_checks
     from .shared_indexer_weights import apply_shared_indexer_weights
     from .status import apply_scheduler_status
@@ -47,6 +50,7 @@ def apply_model_patches() -> None:
     apply_index_k_memory(REGISTRY, plan_for)
     apply_scheduler_status(REGISTRY)
     apply_shared_indexer_weights(REGISTRY, plan_for)
+    apply_switch_scheduler(REGISTRY)
 
 
 def revert() -> None:

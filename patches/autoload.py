@@ -65,9 +65,11 @@ def _patch_server_args(_module) -> None:
 
 def _add_admin_endpoint(_module) -> None:
     from . import REGISTRY
+    from .map_switch import apply_switch_endpoint
     from .status import apply_admin_endpoint
 
     apply_admin_endpoint(REGISTRY)
+    apply_switch_endpoint(REGISTRY)
 
 
 def _patch_models(_module) -> None:

@@ -20,11 +20,22 @@ from sglang_indexcache.counters import COUNTERS
 from .registry import PatchRegistry
 from .targets import AUTH_LEVEL, HTTP_APP, HTTP_SERVER, SCHEDULER_CLASS, SCHEDULER_STATE
 
-_ACTIVE: dict = {"map": None, "rank": 0}
+_ACTIVE: dict = {"map": None, "startup": None, "rank": 0, "switches": 0}
 
 
 def set_active(process_map, rank: int) -> None:
-    _ACTIVE.update(map=process_map, rank=rank)
+    """The map this process was built with (None: no map)."""
+    _ACTIVE.update(map=process_map, startup=process_map, rank=rank, switches=0)
+
+
+def set_switched(process_map) -> None:
+    """The map this process runs after a runtime switch; the start-up map still says what is allocated."""
+    _ACTIVE.update(map=process_map, switches=_ACTIVE["switches"] + 1)
+
+
+def active_maps() -> tuple:
+    """(start-up map, current map) of this process."""
+    return _ACTIVE["startup"], _ACTIVE["map"]
 
 
 def status() -> dict | None:
@@ -38,6 +49,8 @@ def status() -> dict | None:
         "full_layers": len(process_map.effective.full_layers),
         "num_layers": process_map.effective.num_layers,
         "forced": {str(layer): why for layer, why in process_map.forced.items()},
+        "switchable_full_layers": list(_ACTIVE["startup"].effective.full_layers),
+        "switches": _ACTIVE["switches"],
         "counters": COUNTERS.snapshot(),
         "rank": _ACTIVE["rank"],
         "pid": os.getpid(),
@@ -98,6 +111,7 @@ class Metrics:
                           multiprocess_mode="mostrecent")
         self.rank, self.interval_s = str(rank), interval_s
         self._sent = {"calls": {}, "skips": {}}
+        self._generation = COUNTERS.snapshot()["generation"]
         self._last = 0.0
 
     def maybe_flush(self, now: float | None = None) -> bool:
@@ -106,6 +120,8 @@ class Metrics:
             return False
         self._last = now
         snap = COUNTERS.snapshot()
+        if snap["generation"] != self._generation:  # the counters restarted (a map switch): so do our deltas
+            self._generation, self._sent = snap["generation"], {"calls": {}, "skips": {}}
         for kind, metric in (("calls", self.calls), ("skips", self.skips)):
             for layer, count in snap[kind].items():
                 delta = count - self._sent[kind].get(layer, 0)

@@ -82,6 +82,13 @@ MEMORY_TARGETS = (NSA_POOL_CLASS, NSA_POOL_INIT, KV_MIXIN_CLASS, CELL_SIZE, INIT
 
 SCHEDULER_STATE = Target("sglang.srt.managers.scheduler", "Scheduler.get_internal_state", ("recv_req",))
 SCHEDULER_CLASS = Target("sglang.srt.managers.scheduler", "Scheduler")
+SCHEDULER_DISPATCHER = Target("sglang.srt.managers.scheduler", "Scheduler.init_request_dispatcher")
+SCHEDULER_INPUTS = Target("sglang.srt.managers.scheduler", "Scheduler.process_input_requests", ("recv_reqs",))
+SCHEDULER_IDLE = Target("sglang.srt.managers.scheduler", "Scheduler.is_fully_idle")
+SCHEDULER_FLUSH = Target("sglang.srt.managers.scheduler", "Scheduler.flush_cache")
+TYPE_DISPATCHER = Target("sglang.utils", "TypeBasedDispatcher")
+BASE_REQ = Target("sglang.srt.managers.io_struct", "BaseReq")
+COMMUNICATOR = Target("sglang.srt.managers.tokenizer_communicator_mixin", "_Communicator", ("sender", "fan_out"))
 HTTP_SERVER = "sglang.srt.entrypoints.http_server"
 HTTP_APP = Target(HTTP_SERVER, "app")
 AUTH_LEVEL = Target("sglang.srt.utils.auth", "auth_level", ("level",))
@@ -90,7 +97,9 @@ CAUSAL_LM_CLASS = Target(DEEPSEEK, "DeepseekV2ForCausalLM")
 LOAD_WEIGHTS = Target(DEEPSEEK, "DeepseekV2ForCausalLM.load_weights", ("weights", "is_nextn"))
 
 # Everything the workers patch: checked in the main process before launch and again in each worker.
-ALL_TARGETS = MODEL_TARGETS + MEMORY_TARGETS + (SCHEDULER_CLASS, SCHEDULER_STATE, CAUSAL_LM_CLASS, LOAD_WEIGHTS)
+SWITCH_TARGETS = (SCHEDULER_DISPATCHER, SCHEDULER_INPUTS, SCHEDULER_IDLE, SCHEDULER_FLUSH, TYPE_DISPATCHER, BASE_REQ)
+ALL_TARGETS = MODEL_TARGETS + MEMORY_TARGETS + SWITCH_TARGETS + (SCHEDULER_CLASS, SCHEDULER_STATE, CAUSAL_LM_CLASS,
+                                                                 LOAD_WEIGHTS)
 
 
 def check_model_targets() -> None:

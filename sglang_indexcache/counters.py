@@ -17,6 +17,7 @@ class IndexerCounters:
     calls: Counter = field(default_factory=Counter)
     skips: Counter = field(default_factory=Counter)
     forwards: int = 0
+    generation: int = 0  # bumped by reset(), so consumers of deltas (Prometheus) know to start over
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, layer: int, ran: bool) -> None:
@@ -32,10 +33,12 @@ class IndexerCounters:
             self.calls.clear()
             self.skips.clear()
             self.forwards = 0
+            self.generation += 1
 
     def snapshot(self) -> dict:
         with self._lock:
-            return {"forwards": self.forwards, "calls": dict(self.calls), "skips": dict(self.skips)}
+            return {"forwards": self.forwards, "calls": dict(self.calls), "skips": dict(self.skips),
+                    "generation": self.generation}
 
 
 COUNTERS = IndexerCounters()

@@ -2,6 +2,7 @@
 (aiohttp, and the OpenAI client)."""
 
 import importlib.util
+import time
 import json
 from pathlib import Path
 
@@ -170,3 +171,51 @@ def test_memory_table_swaps_the_decode_backend_for_fp8_only():
     fp8 = memory_table.backend_flags(kit, "fp8_e4m3")
     assert fp8[fp8.index("--nsa-decode-backend") + 1] == "flashmla_kv" and fp8.count("--nsa-decode-backend") == 1
     assert memory_table.without(kit, "--page-size") == kit[:4]
+
+
+def test_switch_under_load_load_pauses_and_counts(tmp_path):
+    switch_under_load = load_script("switch_under_load")
+    fake = FakeServer(decode_s=0.001, fail_every=5)
+    url = fake.start()
+    try:
+        load = switch_under_load.Load(url, concurrency=3, lengths=(50, 100), new_tokens=4)
+        load.start()
+        time.sleep(0.3)
+        load.pause()
+        sent = fake.requests
+        time.sleep(0.2)
+        assert fake.requests == sent  # paused: nothing in flight, nothing new
+        load.resume()
+        time.sleep(0.2)
+        load.pause()
+        load.stop()
+    finally:
+        fake.stop()
+    assert fake.requests > sent and load.ok + load.failed == fake.requests
+    assert load.failed == fake.requests // 5 and "HTTP 500" in load.errors[0]
+
+
+def test_switch_under_load_verdicts():
+    switch_under_load = load_script("switch_under_load")
+
+    def probes(*lps):
+        return [{"ids": [1, 2], "prompt_lp": [lp]} for lp in lps]
+
+    report = {
+        "maps": {"allF": "FFFF", "1of4": "FSSS"},
+        "fresh": {"allF": {"first": probes(0.0, 0.0), "again": probes(0.05, 0.0)},
+                  "1of4": {"first": probes(1.0, 1.0), "again": probes(1.0, 1.02)}},
+        "switches": [
+            {"to": "1of4", "status": 200, "seconds": 1.0, "served_pattern": "FSSS", "probes": probes(1.03, 1.0)},
+            {"to": "allF", "status": 200, "seconds": 1.0, "served_pattern": "FFFF", "probes": probes(0.5, 0.0)},
+            {"to": "1of4", "status": 409, "seconds": 1.0, "served_pattern": "FFFF", "probes": probes(0.0, 0.0)},
+        ],
+        "load": {"ok": 10, "failed": 1},
+    }
+    rows = switch_under_load.rows(report)
+    assert rows[0]["max_prompt_lp_diff"] == pytest.approx(0.05)
+    assert rows[1]["verdict"] == "within noise" and rows[1]["sensitive"]
+    assert rows[2]["verdict"] == "DIFFERS"
+    assert rows[3]["verdict"] == "SWITCH FAILED"
+    assert rows[4]["verdict"] == "FAILED REQUESTS"
+    switch_under_load.print_table({**report, "rows": rows})

@@ -70,14 +70,18 @@ def test_apply_and_revert_are_exact(patched):
     assert Indexer.forward.__indexcache_patch__ == "indexer_forward"
     assert DeepseekV2AttentionMLA.__init__ is not before["attn_init"]
     assert DeepseekV2Model.forward.__wrapped__ is before["model_forward"]
-    assert len(REGISTRY.applied()) == 9
+    assert len(REGISTRY.applied()) == 11
     apply_model_patches()  # idempotent
-    assert len(REGISTRY.applied()) == 9
+    assert len(REGISTRY.applied()) == 11
     revert()
     assert "forward" not in Indexer.__dict__ and Indexer.forward is MultiPlatformOp.forward
     assert DeepseekV2AttentionMLA.__dict__["__init__"] is before["attn_init"]
     assert DeepseekV2Model.__dict__["__init__"] is before["model_init"]
     assert DeepseekV2Model.__dict__["forward"] is before["model_forward"]
+    from sglang.srt.managers.scheduler import Scheduler
+
+    for name in ("process_input_requests", "init_request_dispatcher", "get_internal_state"):
+        assert not hasattr(Scheduler.__dict__[name], "__indexcache_patch__")
     assert REGISTRY.applied() == []
 
 

@@ -1,0 +1,24 @@
+"""Messages of ``POST /indexcache/map`` between the HTTP server and the schedulers.
+
+They travel through SGLang's own control channel (pickled by module path), so they live in a module every
+SGLang process can import, and subclass ``BaseReq`` as SGLang's control messages do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sglang.srt.managers.io_struct import BaseReq
+
+
+@dataclass
+class SwitchMapReq(BaseReq):
+    pattern: str
+    source: str
+
+
+@dataclass
+class SwitchMapReqOutput(BaseReq):
+    ok: bool
+    message: str = ""
+    state: dict = field(default_factory=dict)
