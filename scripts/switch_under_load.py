@@ -179,6 +179,8 @@ def main(argv=None) -> dict:
         load.pause()
         load.stop()
         report["load"] = {"ok": load.ok, "failed": load.failed, "errors": load.errors[:10]}
+    # Kept before the fresh servers start, so a run cut short still has the switching half.
+    (args.out / "switching.json").write_text(json.dumps(report, indent=1))
     fresh = {}
     for name in dict.fromkeys(args.sequence[1:] + args.sequence[:1]):  # the maps switched to first
         with Server(f"fresh-{name}", args.model, args.port, flags, env={"SGLANG_INDEXCACHE_MAP": map_file(name)},

@@ -87,6 +87,57 @@ def serve(
     runpy.run_module("sglang.launch_server", run_name="__main__", alter_sys=True)
 
 
+UrlOpt = Annotated[str, typer.Option(help="the server's base URL")]
+KeyOpt = Annotated[str, typer.Option(help="the server's --admin-api-key", envvar="SGLANG_INDEXCACHE_ADMIN_API_KEY")]
+
+
+def exits_on_admin_error(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .admin import AdminError
+
+        try:
+            return fn(*args, **kwargs)
+        except AdminError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise typer.Exit(2 if e.status == 400 else 1) from None
+        except OSError as e:
+            print(f"error: cannot reach the server: {e}", file=sys.stderr)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.command()
+@exits_on_admin_error
+def switch(
+    map_: Annotated[Optional[str], typer.Argument(help="map name, or a YAML path the server can read")] = None,
+    pattern: Annotated[Optional[str], typer.Option(help="index_topk_pattern, e.g. FSSSFSSS")] = None,
+    freq: Annotated[Optional[int], typer.Option(help="index_topk_freq")] = None,
+    offset: Annotated[Optional[int], typer.Option(help="index_skip_topk_offset (with --freq)")] = None,
+    url: UrlOpt = "http://127.0.0.1:30000",
+    admin_api_key: KeyOpt = "",
+) -> None:
+    """Switch a running server to another map (POST /indexcache/map) and print the new pattern per rank."""
+    from .admin import switch_map
+
+    answer = switch_map(url, admin_api_key, map_, index_topk_pattern=pattern, index_topk_freq=freq,
+                        index_skip_topk_offset=offset)
+    for rank, state in enumerate(answer["dp_ranks"]):
+        print(f"dp rank {rank}: {state['pattern']} ({state['full_layers']}/{state['num_layers']} Full)")
+
+
+@app.command()
+@exits_on_admin_error
+def status(url: UrlOpt = "http://127.0.0.1:30000", admin_api_key: KeyOpt = "") -> None:
+    """Print a running server's active map and indexer counters (GET /indexcache) as JSON."""
+    import json
+
+    from .admin import status as get_status
+
+    print(json.dumps(get_status(url, admin_api_key), indent=1))
+
+
 @app.command("list")
 def list_maps() -> None:
     """List the shipped maps."""
