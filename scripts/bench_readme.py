@@ -37,7 +37,7 @@ import loadtest  # noqa: E402
 import make_random_checkpoint  # noqa: E402
 
 from sglang_indexcache import LayerMap  # noqa: E402
-from sglang_indexcache.bench.bound import amdahl_bound, indexer_share, kernel_times  # noqa: E402
+from sglang_indexcache.bench.bound import INDEXER_KERNELS, amdahl_bound, indexer_share, kernel_times  # noqa: E402
 from sglang_indexcache.bench.client import random_prompt  # noqa: E402
 from sglang_indexcache.bench.server import Server  # noqa: E402
 
@@ -155,6 +155,10 @@ def main(argv=None) -> dict:
     if shares:
         print(f"\nindexer share of GPU time (all-F): prefill {shares['prefill']['share']:.3f}, "
               f"decode {shares['decode']['share']:.3f}")
+        for stage in ("prefill", "decode"):
+            print(f"top {stage} kernels (us; * = counted as indexer):")
+            for name, us in shares[stage]["top_kernels"][:8]:
+                print(f"  {'*' if INDEXER_KERNELS.search(name) else ' '} {us:12.0f}  {name[:110]}")
     print(f"{'map':6s} {'stage':8s} {'context':>8s} {'speedup':>8s} {'bound':>7s} {'of bound':>9s}")
     for r in rows:
         print(f"{r['map']:6s} {r['stage']:8s} {r['context']:8d} {r['speedup']:8.3f} {r['bound']:7.3f} {r['of_bound']:9.3f}")
