@@ -37,7 +37,12 @@ import loadtest  # noqa: E402
 import make_random_checkpoint  # noqa: E402
 
 from sglang_indexcache import LayerMap  # noqa: E402
-from sglang_indexcache.bench.bound import INDEXER_KERNELS, amdahl_bound, indexer_share, kernel_times  # noqa: E402
+from sglang_indexcache.bench.bound import (  # noqa: E402
+    INDEXER_KERNELS,
+    amdahl_bound,
+    indexer_share,
+    kernel_times,
+)
 from sglang_indexcache.bench.client import random_prompt  # noqa: E402
 from sglang_indexcache.bench.server import Server  # noqa: E402
 
