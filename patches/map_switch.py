@@ -206,9 +206,9 @@ def apply_switch_endpoint(registry: PatchRegistry) -> None:
         tm.auto_create_handle_loop()
         async with tm.model_update_lock.writer_lock:  # in-flight requests finish first; new ones wait
             replies = await communicator(tm)(SwitchMapReq(pattern=layer_map.pattern,
-                                                          source=layer_map.name or layer_map.source))
+                                                          source=layer_map.label))
         failed = [r.message for r in replies if not r.ok]
-        body = {"switched": not failed, "map": layer_map.name or layer_map.source, "pattern": layer_map.pattern,
+        body = {"switched": not failed, "map": layer_map.label, "pattern": layer_map.pattern,
                 "dp_ranks": [r.state for r in replies]}
         if failed:
             return JSONResponse({**body, "error": "; ".join(sorted(set(failed)))}, status_code=409)

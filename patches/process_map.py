@@ -22,7 +22,7 @@ class ProcessMap:
 
     def startup_line(self, where: str) -> str:
         forced = "".join(f"; layer {l} computes ({why})" for l, why in sorted(self.forced.items()))
-        return (f"IndexCache active [{where}]: map {self.requested.name or self.requested.source}, "
+        return (f"IndexCache active [{where}]: map {self.requested.label}, "
                 f"pattern {self.effective.pattern}, {len(self.effective.full_layers)}/{self.effective.num_layers} "
                 f"Full{forced}")
 
@@ -36,7 +36,7 @@ def requested_map() -> LayerMap | None:
 
 def export(layer_map: LayerMap) -> None:
     os.environ[ENV_PATTERN] = layer_map.pattern
-    os.environ[ENV_SOURCE] = layer_map.name or layer_map.source
+    os.environ[ENV_SOURCE] = layer_map.label
 
 
 def plan(layer_map: LayerMap, num_layers: int, stage: tuple[int, int], tbo_start: int | None) -> ProcessMap:

@@ -59,7 +59,7 @@ def resolve_in_main_process(server_args) -> None:
         _refuse(e)
         return
     export(layer_map)
-    logger.info("IndexCache requested: %s, pattern %s, %d/%d Full", layer_map.name or layer_map.source,
+    logger.info("IndexCache requested: %s, pattern %s, %d/%d Full", layer_map.label,
                 layer_map.pattern, len(layer_map.full_layers), layer_map.num_layers)
 
 

@@ -43,7 +43,7 @@ def status() -> dict | None:
     if process_map is None:
         return None
     return {
-        "map": process_map.requested.name or process_map.requested.source,
+        "map": process_map.requested.label,
         "requested_pattern": process_map.requested.pattern,
         "pattern": process_map.effective.pattern,
         "full_layers": len(process_map.effective.full_layers),

@@ -64,7 +64,7 @@ def validate(
     else:
         config, config_source = load_model_config(model_config)
         layer_map, target = LayerMap.for_model(map_, config, config_source), f" fits {config_source}"
-    print(f"ok: {layer_map.name or layer_map.source}{target}: "
+    print(f"ok: {layer_map.label}{target}: "
           f"{len(layer_map.full_layers)}/{layer_map.num_layers} layers Full")
 
 
@@ -152,7 +152,7 @@ def list_maps() -> None:
 def describe(layer_map: LayerMap) -> list[str]:
     full = layer_map.full_layers
     lines = [
-        f"map: {layer_map.name or layer_map.source}",
+        f"map: {layer_map.label}",
         f"pattern: {layer_map.pattern}",
         f"layers: {layer_map.num_layers}",
         f"full: {len(full)}",

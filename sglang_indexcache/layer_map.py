@@ -172,8 +172,13 @@ class LayerMap:
         """
         return {"index_topk_pattern": self.pattern}
 
+    @property
+    def label(self) -> str:
+        """How logs and replies name the map: its shipped name, else where it came from."""
+        return self.name or self.source
+
     def __str__(self) -> str:
-        return f"{self.name or self.source}: {self.pattern} ({len(self.full_layers)}/{self.num_layers} Full)"
+        return f"{self.label}: {self.pattern} ({len(self.full_layers)}/{self.num_layers} Full)"
 
 
 def _load_spec(path_or_name: str | Path) -> tuple[MapFile, str, str | None]:
