@@ -64,12 +64,11 @@ def apply_switch_scheduler(registry: PatchRegistry) -> None:
     def make_inputs(original):
         def process_input_requests(self, recv_reqs):
             original(self, recv_reqs)
-            if getattr(self, PENDING, None) is not None:
+            pending = getattr(self, PENDING, None)
+            if pending is not None:
                 out = try_switch(self)
                 if out is not None:
-                    req = getattr(self, PENDING)[0]
-                    setattr(self, PENDING, None)
-                    self.send_to_tokenizer.send_output(out, req)
+                    self.send_to_tokenizer.send_output(out, pending[0])
 
         return process_input_requests
 
@@ -79,45 +78,48 @@ def apply_switch_scheduler(registry: PatchRegistry) -> None:
 
 def receive_switch(scheduler, req):
     """Dispatcher entry: answer now (refused, or idle already) or leave the switch pending."""
-    from .switch_messages import SwitchMapReqOutput
-
     if getattr(scheduler, PENDING, None) is not None:
-        return SwitchMapReqOutput(ok=False, message="another map switch is pending", state=status() or {})
+        return _refused("another map switch is pending")
     refusal = _scheduler_refusal(scheduler)
     if refusal:
-        return SwitchMapReqOutput(ok=False, message=refusal, state=status() or {})
+        return _refused(refusal)
     setattr(scheduler, PENDING, (req, 0))
-    out = try_switch(scheduler)
-    if out is not None:
-        setattr(scheduler, PENDING, None)
-    return out
+    return try_switch(scheduler)
 
 
 def try_switch(scheduler):
-    """Switch if the scheduler is fully idle; None to keep waiting."""
-    from .switch_messages import SwitchMapReqOutput
-
+    """Switch if the scheduler is fully idle; None to keep waiting. Any answer ends the pending switch."""
     req, waited = getattr(scheduler, PENDING)
-    if not scheduler.is_fully_idle():
-        if waited >= MAX_WAIT_ITERATIONS:
-            return SwitchMapReqOutput(ok=False, message=f"the scheduler did not become idle within {waited} "
-                                      "iterations; nothing was switched", state=status() or {})
+    idle = scheduler.is_fully_idle()
+    if not idle and waited < MAX_WAIT_ITERATIONS:
         setattr(scheduler, PENDING, (req, waited + 1))
         return None
+    setattr(scheduler, PENDING, None)
+    if not idle:
+        return _refused(f"the scheduler did not become idle within {waited} iterations; nothing was switched")
     try:
         new = _process_map_for(req)
     except MapError as e:
-        return SwitchMapReqOutput(ok=False, message=str(e), state=status() or {})
+        return _refused(str(e))
     if not scheduler.flush_cache():
-        return SwitchMapReqOutput(ok=False, message="flushing the cache failed; nothing was switched",
-                                  state=status() or {})
+        return _refused("flushing the cache failed; nothing was switched")
     changed = set_roles(_target_model(scheduler), new.effective)
     set_switched(new)
     COUNTERS.reset()
     logger.info("IndexCache switched: %s, pattern %s, %d/%d Full (%d layer roles changed; cache flushed)",
                 new.requested.source, new.effective.pattern, len(new.effective.full_layers),
                 new.effective.num_layers, changed)
-    return SwitchMapReqOutput(ok=True, message="switched", state=status() or {})
+    return _answer(True, "switched")
+
+
+def _answer(ok: bool, message: str):
+    from .switch_messages import SwitchMapReqOutput
+
+    return SwitchMapReqOutput(ok=ok, message=message, state=status() or {})
+
+
+def _refused(message: str):
+    return _answer(False, message)
 
 
 def set_roles(model, effective: LayerMap) -> int:
