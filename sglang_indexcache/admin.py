@@ -15,11 +15,12 @@ ENV_ADMIN_KEY = "SGLANG_INDEXCACHE_ADMIN_API_KEY"
 
 
 class AdminError(RuntimeError):
-    """The server answered with an error; ``status`` is the HTTP status, the message is the server's."""
+    """The server answered with an error (``status`` is the HTTP status, the message is the server's), or could
+    not be reached (``status`` 0)."""
 
     def __init__(self, status: int, message: str):
         self.status = status
-        super().__init__(f"HTTP {status}: {message}")
+        super().__init__(f"HTTP {status}: {message}" if status else message)
 
 
 def _call(url: str, admin_api_key: str, method: str, path: str, body: dict | None = None,
@@ -37,6 +38,8 @@ def _call(url: str, admin_api_key: str, method: str, path: str, body: dict | Non
         except (ValueError, AttributeError):
             pass
         raise AdminError(e.code, text) from None
+    except OSError as e:
+        raise AdminError(0, f"cannot reach the server at {url}: {e}") from None
 
 
 def status(url: str, admin_api_key: str) -> list[dict | None]:

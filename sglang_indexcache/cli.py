@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .admin import ENV_ADMIN_KEY, AdminError
 from .errors import MapError
 from .layer_map import LayerMap
 from .maps import shipped_maps
@@ -24,22 +25,24 @@ app = typer.Typer(
 MapArg = Annotated[str, typer.Argument(help="a YAML file or a shipped map name such as glm-5/searched-1of4")]
 
 
-def exits_on_map_error(fn):
-    """Bad input is one line on stderr and exit code 2, never a traceback."""
+def exits_with_one_line(fn):
+    """Errors are one line on stderr, never a traceback: exit code 2 for bad input (a bad map, or one the server
+    rejected as such), 1 when a server refused otherwise or could not be reached."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except MapError as e:
+        except (MapError, AdminError) as e:
             print(f"error: {e}", file=sys.stderr)
-            raise typer.Exit(2) from None
+            bad_input = isinstance(e, MapError) or e.status == 400
+            raise typer.Exit(2 if bad_input else 1) from None
 
     return wrapper
 
 
 @app.command()
-@exits_on_map_error
+@exits_with_one_line
 def show(
     map_: MapArg,
     num_layers: Annotated[Optional[int], typer.Option(help="layer count, for freq maps that leave it open")] = None,
@@ -51,7 +54,7 @@ def show(
 
 
 @app.command()
-@exits_on_map_error
+@exits_with_one_line
 def validate(
     map_: MapArg,
     model_config: Annotated[
@@ -69,7 +72,7 @@ def validate(
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-@exits_on_map_error
+@exits_with_one_line
 def serve(
     ctx: typer.Context,
     map_: Annotated[str, typer.Option("--map", help="a YAML file or a shipped map name")],
@@ -88,28 +91,11 @@ def serve(
 
 
 UrlOpt = Annotated[str, typer.Option(help="the server's base URL")]
-KeyOpt = Annotated[str, typer.Option(help="the server's --admin-api-key", envvar="SGLANG_INDEXCACHE_ADMIN_API_KEY")]
-
-
-def exits_on_admin_error(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from .admin import AdminError
-
-        try:
-            return fn(*args, **kwargs)
-        except AdminError as e:
-            print(f"error: {e}", file=sys.stderr)
-            raise typer.Exit(2 if e.status == 400 else 1) from None
-        except OSError as e:
-            print(f"error: cannot reach the server: {e}", file=sys.stderr)
-            raise typer.Exit(1) from None
-
-    return wrapper
+KeyOpt = Annotated[str, typer.Option(help="the server's --admin-api-key", envvar=ENV_ADMIN_KEY)]
 
 
 @app.command()
-@exits_on_admin_error
+@exits_with_one_line
 def switch(
     map_: Annotated[Optional[str], typer.Argument(help="map name, or a YAML path the server can read")] = None,
     pattern: Annotated[Optional[str], typer.Option(help="index_topk_pattern, e.g. FSSSFSSS")] = None,
@@ -128,7 +114,7 @@ def switch(
 
 
 @app.command()
-@exits_on_admin_error
+@exits_with_one_line
 def status(url: UrlOpt = "http://127.0.0.1:30000", admin_api_key: KeyOpt = "") -> None:
     """Print a running server's active map and indexer counters (GET /indexcache) as JSON."""
     import json
