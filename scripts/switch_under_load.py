@@ -25,19 +25,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 from sglang_indexcache import LayerMap  # noqa: E402
+from sglang_indexcache.admin import AdminError, status, switch_map  # noqa: E402
 from sglang_indexcache.bench.client import generate_native, random_prompt  # noqa: E402
 from sglang_indexcache.bench.server import Server  # noqa: E402
+from verify_gpu import generate  # noqa: E402  (the same greedy request with the prompt logprobs of the tail)
 
 KEY = "indexcache-switch-test"
 PROBES = [1500, 9000, 17000]
 PROBE_NEW_TOKENS = 16
-LOGPROB_TAIL = 256
 
 
 def default_maps(num_layers: int) -> dict[str, str]:
@@ -46,18 +47,12 @@ def default_maps(num_layers: int) -> dict[str, str]:
     return {"allF": "F" * num_layers, "1of4": quarter, "irregular": irregular}
 
 
-def probe(url: str, prompts: list[list[int]]) -> list[dict]:
+def probe(server: Server, prompts: list[list[int]]) -> list[dict]:
     """Each probe prompt cold (after a cache flush), greedy, with the prompt logprobs of its tail."""
     out = []
     for ids in prompts:
-        requests.post(f"{url}/flush_cache", timeout=60)
-        body = {"input_ids": ids, "sampling_params": {"max_new_tokens": PROBE_NEW_TOKENS, "temperature": 0.0},
-                "return_logprob": True, "logprob_start_len": max(0, len(ids) - LOGPROB_TAIL)}
-        r = requests.post(f"{url}/generate", json=body, timeout=600)
-        r.raise_for_status()
-        meta = r.json()["meta_info"]
-        out.append({"ids": r.json()["output_ids"],
-                    "prompt_lp": [x[0] for x in meta["input_token_logprobs"] if x[0] is not None]})
+        server.flush_cache()
+        out.append(generate(server.port, ids, PROBE_NEW_TOKENS))
     return out
 
 
@@ -121,15 +116,15 @@ class Load:
 
 def switch(url: str, pattern: str) -> dict:
     t = time.perf_counter()
-    r = requests.post(f"{url}/indexcache/map", json={"index_topk_pattern": pattern},
-                      headers={"Authorization": f"Bearer {KEY}"}, timeout=900)
-    return {"status": r.status_code, "seconds": time.perf_counter() - t, "body": r.json()}
+    try:
+        body, code = switch_map(url, KEY, index_topk_pattern=pattern), 200
+    except AdminError as e:
+        body, code = {"error": str(e)}, e.status
+    return {"status": code, "seconds": time.perf_counter() - t, "body": body}
 
 
 def served_pattern(url: str) -> str:
-    r = requests.get(f"{url}/indexcache", headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
-    r.raise_for_status()
-    return r.json()["dp_ranks"][0]["pattern"]
+    return status(url, KEY)[0]["pattern"]
 
 
 def main(argv=None) -> dict:
@@ -170,7 +165,7 @@ def main(argv=None) -> dict:
             result = switch(server.url, maps[name])
             load.pause()
             entry = {"to": name, **result, "load_requests_before": in_flight_at_switch,
-                     "served_pattern": served_pattern(server.url), "probes": probe(server.url, prompts)}
+                     "served_pattern": served_pattern(server.url), "probes": probe(server, prompts)}
             report["switches"].append(entry)
             print(f"[switch -> {name}] HTTP {result['status']} in {result['seconds']:.2f}s; serving "
                   f"{entry['served_pattern']}; load so far ok={load.ok} failed={load.failed}", flush=True)
@@ -185,7 +180,7 @@ def main(argv=None) -> dict:
     for name in dict.fromkeys(args.sequence[1:] + args.sequence[:1]):  # the maps switched to first
         with Server(f"fresh-{name}", args.model, args.port, flags, env={"SGLANG_INDEXCACHE_MAP": map_file(name)},
                     logdir=args.out) as server:
-            fresh[name] = {"first": probe(server.url, prompts), "again": probe(server.url, prompts)}
+            fresh[name] = {"first": probe(server, prompts), "again": probe(server, prompts)}
         print(f"[fresh {name}] done at {time.time() - started:.0f}s", flush=True)
     report["fresh"] = fresh
     report["rows"] = rows(report)
