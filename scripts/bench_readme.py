@@ -36,7 +36,6 @@ import bench_prefill_decode  # noqa: E402
 import loadtest  # noqa: E402
 import make_random_checkpoint  # noqa: E402
 
-from sglang_indexcache import LayerMap  # noqa: E402
 from sglang_indexcache.bench.bound import (  # noqa: E402
     INDEXER_KERNELS,
     amdahl_bound,
@@ -44,7 +43,7 @@ from sglang_indexcache.bench.bound import (  # noqa: E402
     kernel_times,
 )
 from sglang_indexcache.bench.client import random_prompt  # noqa: E402
-from sglang_indexcache.bench.server import Server  # noqa: E402
+from sglang_indexcache.bench.server import Server, map_file  # noqa: E402
 
 MAPS = {"stock": None, "allF": "FFFFFFFF", "1of2": "FSFSFSFS", "1of4": "FSSSFSSS"}
 
@@ -56,12 +55,6 @@ def model_dir(config: Path, out: Path) -> Path:
     (out / "config.json").write_text(json.dumps(cfg, indent=1))
     make_random_checkpoint.write_tokenizer(cfg, out)
     return out
-
-
-def map_file(tmp: Path, name: str, pattern: str) -> str:
-    path = tmp / f"{name}.yaml"
-    path.write_text(LayerMap(pattern).to_yaml(["DeepseekV3ForCausalLM"], method="uniform"))
-    return str(path)
 
 
 def profile_share(url: str, trace_dir: Path, length: int, decode_steps: int) -> dict:

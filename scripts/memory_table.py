@@ -20,8 +20,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sglang_indexcache import LayerMap  # noqa: E402
-from sglang_indexcache.bench.server import Server  # noqa: E402
+from sglang_indexcache.bench.server import Server, map_file  # noqa: E402
 
 
 def maps_for(num_layers: int) -> dict[str, str | None]:
@@ -95,9 +94,7 @@ def main(argv=None) -> list[dict]:
         for name, pattern in maps_for(n_layers).items():
             env = {"SGLANG_INDEXCACHE_DISABLE": "1"}
             if pattern is not None:
-                path = args.out / f"map-{name}.yaml"
-                path.write_text(LayerMap(pattern).to_yaml(["DeepseekV3ForCausalLM"], method="uniform"))
-                env = {"SGLANG_INDEXCACHE_MAP": str(path)}
+                env = {"SGLANG_INDEXCACHE_MAP": map_file(args.out, f"map-{name}", pattern)}
             flags = ["--load-format", "dummy", "--skip-tokenizer-init", "--disable-cuda-graph", "--skip-server-warmup",
                      "--kv-cache-dtype", kv_dtype, "--mem-fraction-static", args.mem_fraction_static,
                      *backend_flags(extra, kv_dtype)]

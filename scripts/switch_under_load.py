@@ -30,10 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from sglang_indexcache import LayerMap  # noqa: E402
 from sglang_indexcache.admin import AdminError, status, switch_map  # noqa: E402
 from sglang_indexcache.bench.client import generate_native, random_prompt  # noqa: E402
-from sglang_indexcache.bench.server import Server  # noqa: E402
+from sglang_indexcache.bench.server import Server, map_file  # noqa: E402
 from verify_gpu import generate  # noqa: E402  (the same greedy request with the prompt logprobs of the tail)
 
 KEY = "indexcache-switch-test"
@@ -144,19 +143,15 @@ def main(argv=None) -> dict:
     maps = default_maps(num_layers)
     tmp = Path(tempfile.mkdtemp())
 
-    def map_file(name: str) -> str:
-        path = tmp / f"{name}.yaml"
-        path.write_text(LayerMap(maps[name]).to_yaml(["DeepseekV3ForCausalLM"], method="uniform"))
-        return str(path)
-
     flags = [*args.server_args.split(), "--skip-tokenizer-init", "--disable-cuda-graph", "--admin-api-key", KEY,
              "--mem-fraction-static", "0.5", "--chunked-prefill-size", "8192", "--context-length", "40000"]
     rng = np.random.default_rng(0)
     prompts = [random_prompt(rng, n) for n in PROBES]
     report = {"sequence": args.sequence, "maps": {k: maps[k] for k in set(args.sequence)}, "switches": []}
     started = time.time()
+    start = args.sequence[0]
     with Server("switching", args.model, args.port, flags,
-                env={"SGLANG_INDEXCACHE_MAP": map_file(args.sequence[0])}, logdir=args.out) as server:
+                env={"SGLANG_INDEXCACHE_MAP": map_file(tmp, start, maps[start])}, logdir=args.out) as server:
         load = Load(server.url, args.concurrency, tuple(args.load_lengths), 32)
         load.start()
         for name in args.sequence[1:]:
@@ -178,8 +173,8 @@ def main(argv=None) -> dict:
     (args.out / "switching.json").write_text(json.dumps(report, indent=1))
     fresh = {}
     for name in dict.fromkeys(args.sequence[1:] + args.sequence[:1]):  # the maps switched to first
-        with Server(f"fresh-{name}", args.model, args.port, flags, env={"SGLANG_INDEXCACHE_MAP": map_file(name)},
-                    logdir=args.out) as server:
+        with Server(f"fresh-{name}", args.model, args.port, flags,
+                    env={"SGLANG_INDEXCACHE_MAP": map_file(tmp, name, maps[name])}, logdir=args.out) as server:
             fresh[name] = {"first": probe(server, prompts), "again": probe(server, prompts)}
         print(f"[fresh {name}] done at {time.time() - started:.0f}s", flush=True)
     report["fresh"] = fresh

@@ -32,8 +32,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sglang_indexcache import LayerMap  # noqa: E402
-from sglang_indexcache.bench.server import Server  # noqa: E402
+from sglang_indexcache.bench.server import Server, map_file  # noqa: E402
 
 SHORT = [97, 1500]
 LONG = [9000, 17000, 30011]
@@ -48,12 +47,6 @@ class ServerSpec:
     overrides: dict | None = None
     args: list = field(default_factory=list)
     gpus: int = 1
-
-
-def map_yaml(tmp: Path, name: str, pattern: str) -> str:
-    path = tmp / f"{name}.yaml"
-    path.write_text(LayerMap(pattern).to_yaml(["DeepseekV3ForCausalLM"], method="uniform"))
-    return str(path)
 
 
 def prompts(seed: int = 0) -> list[list[int]]:
@@ -154,27 +147,27 @@ def main() -> None:
     servers = [
         ServerSpec("stock", env=native),
         ServerSpec("stock-again", env=native),  # the noise floor: SGLang's DSA path is not bitwise run-to-run stable
-        ServerSpec("ours-allF", env={"SGLANG_INDEXCACHE_MAP": map_yaml(tmp, "allF", "F" * n_layers)}),
+        ServerSpec("ours-allF", env={"SGLANG_INDEXCACHE_MAP": map_file(tmp, "allF", "F" * n_layers)}),
         ServerSpec("native-1of4", env=native, overrides={"index_topk_pattern": quarter}),
-        ServerSpec("ours-1of4", overrides={"indexcache_map": map_yaml(tmp, "quarter", quarter)}),
-        ServerSpec("ours-1of4-nograph", env={"SGLANG_INDEXCACHE_MAP": map_yaml(tmp, "quarter", quarter),
+        ServerSpec("ours-1of4", overrides={"indexcache_map": map_file(tmp, "quarter", quarter)}),
+        ServerSpec("ours-1of4-nograph", env={"SGLANG_INDEXCACHE_MAP": map_file(tmp, "quarter", quarter),
                                          "SGLANG_INDEXCACHE_DEBUG_FILE": debug}, args=["--disable-cuda-graph"]),
         ServerSpec("native-1of2", env=native, overrides={"index_topk_pattern": half}),
         ServerSpec("ours-1of2", overrides={"index_topk_pattern": half}),  # the HF key, taken over by the plugin
         ServerSpec("native-irregular", env=native, overrides={"index_topk_pattern": irregular}),
-        ServerSpec("ours-irregular", env={"SGLANG_INDEXCACHE_MAP": map_yaml(tmp, "irregular", irregular)}),
+        ServerSpec("ours-irregular", env={"SGLANG_INDEXCACHE_MAP": map_file(tmp, "irregular", irregular)}),
     ]
     # A pipeline split of 2 starts stage 2 at layer n/2; the plugin makes that layer Full on stage 2, so the
     # single-GPU reference for the PP run is the same map with that layer Full.
     stage2 = n_layers // 2
     pp_effective = quarter[:stage2] + "F" + quarter[stage2 + 1:]
-    servers.append(ServerSpec("ours-pp-reference", env={"SGLANG_INDEXCACHE_MAP": map_yaml(tmp, "ppref", pp_effective)}))
+    servers.append(ServerSpec("ours-pp-reference", env={"SGLANG_INDEXCACHE_MAP": map_file(tmp, "ppref", pp_effective)}))
     n_gpus = args.gpus
     if n_gpus >= 2:
         servers += [
-            ServerSpec("ours-1of4-tp2", overrides={"indexcache_map": map_yaml(tmp, "quarter", quarter)},
+            ServerSpec("ours-1of4-tp2", overrides={"indexcache_map": map_file(tmp, "quarter", quarter)},
                    args=["--tp", "2"], gpus=2),
-            ServerSpec("ours-1of4-pp2", overrides={"indexcache_map": map_yaml(tmp, "quarter", quarter)},
+            ServerSpec("ours-1of4-pp2", overrides={"indexcache_map": map_file(tmp, "quarter", quarter)},
                    args=["--pp-size", "2"], gpus=2),
         ]
     if args.only:

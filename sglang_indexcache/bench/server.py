@@ -1,4 +1,5 @@
-"""Start and stop ``python -m sglang.launch_server`` for a benchmark, failing fast if it dies."""
+"""Start and stop ``python -m sglang.launch_server`` for a benchmark, failing fast if it dies; write the map
+file a server is started with."""
 
 from __future__ import annotations
 
@@ -10,6 +11,15 @@ import time
 from pathlib import Path
 
 import requests
+
+from ..layer_map import LayerMap
+
+
+def map_file(directory: Path, name: str, pattern: str) -> str:
+    """Write ``pattern`` as the map YAML ``directory/name.yaml`` for a DeepSeek-V3-architecture model; its path."""
+    path = Path(directory) / f"{name}.yaml"
+    path.write_text(LayerMap(pattern).to_yaml(["DeepseekV3ForCausalLM"], method="uniform"))
+    return str(path)
 
 
 class Server:
