@@ -24,7 +24,7 @@ from sglang_indexcache.switching import check_switchable, switch_refusal, switch
 from .indexer_forward import ROLE, LayerRole
 from .process_map import plan, requested_map
 from .registry import PatchRegistry
-from .status import active_maps, set_switched, status
+from .status import set_switched, startup_map, status
 from .targets import (
     AUTH_LEVEL,
     COMMUNICATOR,
@@ -137,7 +137,7 @@ def set_roles(model, effective: LayerMap) -> int:
 
 
 def _process_map_for(req):
-    startup, _ = active_maps()
+    startup = startup_map()
     if startup is None:
         raise MapError("POST /indexcache/map", "(server)", "this process serves no IndexCache map",
                        "start the server with a map")

@@ -33,9 +33,9 @@ def set_switched(process_map) -> None:
     _ACTIVE.update(map=process_map, switches=_ACTIVE["switches"] + 1)
 
 
-def active_maps() -> tuple:
-    """(start-up map, current map) of this process."""
-    return _ACTIVE["startup"], _ACTIVE["map"]
+def startup_map():
+    """The map this process was built with; its Full layers are the ones a switch may use."""
+    return _ACTIVE["startup"]
 
 
 def status() -> dict | None:
