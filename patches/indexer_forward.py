@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sglang_indexcache.counters import COUNTERS
+import torch
+
+from sglang_indexcache.counters import COUNTERS, PROFILER_RANGE
 
 from .registry import PatchRegistry
 from .targets import INDEXER_CLASS
@@ -42,7 +44,13 @@ def _cache_aware_forward(original):
             return original(self, *args, **kwargs)
         forward_batch = kwargs["forward_batch"] if "forward_batch" in kwargs else args[3]
         if role.full:
-            out = original(self, *args, **kwargs)
+            if torch.autograd._profiler_enabled():
+                # Names the indexer's kernels in profiler traces, GEMMs included (bench.bound reads it); checked
+                # first so that serving without a profiler pays nothing.
+                with torch.profiler.record_function(PROFILER_RANGE):
+                    out = original(self, *args, **kwargs)
+            else:
+                out = original(self, *args, **kwargs)
             setattr(forward_batch, SLOT, (role.layer, out))
             COUNTERS.record(role.layer, ran=True)
             return out

@@ -6,6 +6,9 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
+# Profiler range around each indexer run, so traces attribute every kernel it launches to the indexer.
+PROFILER_RANGE = "indexcache::indexer"
+
 
 @dataclass
 class IndexerCounters:

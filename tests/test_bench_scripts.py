@@ -1,15 +1,23 @@
 """The benchmark and load-test scripts against a stand-in server with known latencies, through real clients
 (aiohttp, and the OpenAI client)."""
 
+import gzip
 import importlib.util
-import time
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 from fake_server import FakeServer
-from sglang_indexcache.bench.bound import amdahl_bound, indexer_share, kernel_times
+from sglang_indexcache.bench.bound import (
+    amdahl_bound,
+    indexer_share,
+    kernel_times,
+    load_trace,
+    range_kernel_times,
+)
+from sglang_indexcache.counters import PROFILER_RANGE
 from sglang_indexcache.bench.client import require_loopback
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -120,19 +128,79 @@ def test_amdahl_bound():
         amdahl_bound(0.5, 0, 4)
 
 
-def test_indexer_share_from_a_trace(tmp_path):
-    trace = {"traceEvents": [
-        {"ph": "X", "cat": "kernel", "name": "deep_gemm::sm90_fp8_mqa_logits<...>", "dur": 30},
-        {"ph": "X", "cat": "kernel", "name": "fast_topk_transform_fused_kernel", "dur": 10},
-        {"ph": "X", "cat": "kernel", "name": "flash_fwd_mla_sparse_kernel", "dur": 40},
-        {"ph": "X", "cat": "kernel", "name": "fused_moe_kernel", "dur": 20},
-        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "dur": 999},
-    ]}
+def kineto(events):
+    """A trace in the shape PyTorch's profiler writes: CPU ranges, launch calls and kernels tied by correlation."""
+    return {"traceEvents": events}
+
+
+def annotation(ts, dur, tid=1):
+    return {"ph": "X", "cat": "user_annotation", "name": PROFILER_RANGE, "pid": 7, "tid": tid, "ts": ts, "dur": dur}
+
+
+def launch(ts, corr, tid=1, cat="cuda_runtime"):
+    return {"ph": "X", "cat": cat, "name": "cudaLaunchKernel", "pid": 7, "tid": tid, "ts": ts, "dur": 1,
+            "args": {"correlation": corr}}
+
+
+def kernel(name, dur, corr):
+    return {"ph": "X", "cat": "kernel", "name": name, "pid": 0, "tid": 9, "ts": 0, "dur": dur,
+            "args": {"correlation": corr}}
+
+
+def test_indexer_share_by_profiler_range():
+    events = kineto([
+        annotation(100, 50), annotation(300, 50),
+        launch(110, 1), launch(120, 2, cat="cuda_driver"), launch(200, 3), launch(310, 4), launch(360, 5),
+        launch(130, 6, tid=2),  # another thread, inside the span's time but not inside the range
+        kernel("nvjet_gemm", 10, 1), kernel("deep_gemm::sm90_fp8_mqa_logits<>", 30, 2),
+        kernel("nvjet_gemm", 25, 3), kernel("topk_transform_prefill_kernel", 5, 4),
+        kernel("fused_moe_kernel", 20, 5), kernel("rmsnorm", 10, 6),
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 7, "tid": 1, "ts": 105, "dur": 999},
+    ])["traceEvents"]
+    assert sum(kernel_times(events).values()) == 100
+    assert range_kernel_times(events) == {"nvjet_gemm": 10, "deep_gemm::sm90_fp8_mqa_logits<>": 30,
+                                          "topk_transform_prefill_kernel": 5}
+    share = indexer_share(events)
+    assert share["share"] == pytest.approx(0.45)
+    assert share["share_by_name"] == pytest.approx(0.35)  # misses the indexer's GEMM
+    assert ("nvjet_gemm", 35, 10) in share["top_kernels"]
+
+
+def test_indexer_share_refuses_traces_it_cannot_attribute(tmp_path):
+    no_range = [launch(110, 1), kernel("fast_topk", 10, 1)]
+    with pytest.raises(ValueError, match="eager forward"):
+        indexer_share(no_range)
+    with pytest.raises(ValueError, match="no GPU kernels"):
+        indexer_share([annotation(0, 10)])
+    path = tmp_path / "t.trace.json.gz"
+    with gzip.open(path, "wt") as f:
+        json.dump(kineto(no_range), f)
+    assert load_trace(path) == no_range
+
+
+@pytest.mark.gpu
+def test_range_attribution_on_a_real_cuda_trace(tmp_path):
+    """The attribution against a trace PyTorch's profiler really wrote, with kernels inside and outside."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    a = torch.randn(2048, 2048, device="cuda")
+    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in range(3):
+            b = a @ a
+            with torch.profiler.record_function(PROFILER_RANGE):
+                c = torch.topk(a.sum(0), 16)
+            b = torch.relu(b)
+        torch.cuda.synchronize()
+    del b, c
     path = tmp_path / "t.trace.json"
-    path.write_text(json.dumps(trace))
-    times = kernel_times(path)
-    assert sum(times.values()) == 100
-    assert indexer_share(times) == pytest.approx(0.4)
+    prof.export_chrome_trace(str(path))
+    events = load_trace(path)
+    ours = range_kernel_times(events)
+    assert ours and not any("gemm" in k.lower() or "relu" in k.lower() or "elementwise" in k.lower() for k in ours)
+    assert any("topk" in k.lower() or "sort" in k.lower() or "reduce" in k.lower() for k in ours)
+    assert 0 < indexer_share(events)["share"] < 0.5
 
 
 def test_readme_benchmark_model_dir(tmp_path):
@@ -219,3 +287,19 @@ def test_switch_under_load_verdicts():
     assert rows[3]["verdict"] == "SWITCH FAILED"
     assert rows[4]["verdict"] == "FAILED REQUESTS"
     switch_under_load.print_table({**report, "rows": rows})
+
+
+def test_readme_rows_use_the_share_at_each_context():
+    bench_readme = load_script("bench_readme")
+    maps = {"stock": None, "allF": "FFFF", "1of4": "FSSS"}
+    speedups = {"allF": {"prefill": {"8": 0.99}, "decode": {}},
+                "1of4": {"prefill": {"8": 1.2, "16": 1.5}, "decode": {"16": 1.1}}}
+    shares = {"prefill": {"8": {"share": 0.2}, "16": {"share": 0.4}}, "decode": {}, "full-kv": {"16": {"share": 0.1}}}
+    rows = bench_readme.rows_against_bound(maps, speedups, shares, 1.05, 16, n_layers=4)
+    by = {(r["map"], r["stage"], r["context"]): r for r in rows}
+    assert by[("allF", "prefill", 8)]["bound"] == 1.0
+    assert by[("1of4", "prefill", 8)]["bound"] == pytest.approx(1 / (1 - 0.75 * 0.2))
+    assert by[("1of4", "prefill", 16)]["of_bound"] == pytest.approx(1.5 * (1 - 0.75 * 0.4))
+    assert by[("1of4", "decode", 16)]["bound"] is None  # no profile at that context: no bound, not a guess
+    assert by[("1of4", "full-kv", 16)]["of_bound"] == pytest.approx(1.05 * (1 - 0.75 * 0.1))
+    assert ("allF", "full-kv", 16) not in by

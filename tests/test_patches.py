@@ -13,7 +13,7 @@ pytest.importorskip("sglang")
 from sglang_cpu import build_decoder_layers, build_model, tiny_dsa_config  # noqa: E402
 
 from sglang_indexcache import LayerMap  # noqa: E402
-from sglang_indexcache.counters import COUNTERS  # noqa: E402
+from sglang_indexcache.counters import COUNTERS, PROFILER_RANGE  # noqa: E402
 from sglang_indexcache.patches import REGISTRY, apply_model_patches, revert  # noqa: E402
 from sglang_indexcache.patches.env import ENV_PATTERN, ENV_SOURCE  # noqa: E402
 from sglang_indexcache.patches.indexer_forward import ROLE, SLOT, StaleIndices  # noqa: E402
@@ -227,6 +227,20 @@ def test_two_micro_batches_never_see_each_others_indices(patched):
         for fb in (a, b):
             out = layer.self_attn.indexer(x=None, q_lora=None, positions=None, forward_batch=fb, layer_id=i)
             assert int(out[0, 0]) == 100 * LayerMap(pattern).source_layer(i) + fb.id
+
+
+def test_full_layers_open_the_profiler_range(patched):
+    """Under torch's profiler, each Full layer's indexer runs inside one range holding its work (how the
+    benchmark attributes the indexer's kernels); Shared layers open none."""
+    pattern = "FSSFSSSF"
+    patched(pattern)
+    layers, _ = fake_layers(pattern)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        run_layers(layers, batch("a", 1))
+    ranges = [e for e in prof.events() if e.name == PROFILER_RANGE]
+    fills = [e for e in prof.events() if e.name == "aten::full"]
+    assert len(ranges) == pattern.count("F") and len(fills) == pattern.count("F")
+    assert all(any(r.time_range.start <= f.time_range.start <= r.time_range.end for r in ranges) for f in fills)
 
 
 def test_shared_layer_without_its_source_refuses(patched):
