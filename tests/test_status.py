@@ -126,3 +126,35 @@ def test_prometheus_counters_follow_the_counters(active):
     finally:
         for metric in (metrics.calls, metrics.skips, metrics.full):
             PROM.unregister(metric)
+
+
+def test_metrics_check_reads_what_prometheus_exposes(active):
+    """scripts/metrics_check.py parses the exposition prometheus_client writes and finds a missed flush."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from prometheus_client import REGISTRY as PROM
+    from prometheus_client import generate_latest
+
+    spec = importlib.util.spec_from_file_location(
+        "metrics_check", Path(__file__).resolve().parents[1] / "scripts" / "metrics_check.py")
+    metrics_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(metrics_check)
+    metrics = Metrics(rank=0, interval_s=10)
+    try:
+        for _ in range(3):
+            for layer, role in enumerate("FSSSFSSS"):
+                COUNTERS.record(layer, ran=role == "F")
+        metrics.maybe_flush(now=100.0)
+        state = json.loads(json.dumps(status()))  # as GET /indexcache delivers it: layer keys become strings
+        prom = metrics_check.indexcache_samples(generate_latest(PROM).decode())
+        rows, ok = metrics_check.check("FSSSFSSS", state, prom)
+        assert ok and [r["prom_calls"] for r in rows[:8]] == [3, 0, 0, 0, 3, 0, 0, 0]
+        COUNTERS.record(4, ran=True)  # counted, not yet published
+        rows, ok = metrics_check.check("FSSSFSSS", json.loads(json.dumps(status())), prom)
+        assert not ok and [r["layer"] for r in rows if not r["ok"]] == [4]
+        assert not metrics_check.check("FFSSFSSS", state, prom)[1]  # a map other than the one that ran is caught
+    finally:
+        for metric in (metrics.calls, metrics.skips, metrics.full):
+            PROM.unregister(metric)
