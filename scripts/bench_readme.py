@@ -57,6 +57,7 @@ def model_dir(config: Path, out: Path) -> Path:
 
 
 PROFILE = {"activities": ["CPU", "GPU"], "with_stack": False, "record_shapes": False}
+TRACE_POLL_S = 3
 
 
 def latest_trace(out: Path, timeout: float = 180) -> Path:
@@ -69,7 +70,7 @@ def latest_trace(out: Path, timeout: float = 180) -> Path:
             if now == last:
                 return traces[-1]
             last = now
-        time.sleep(3)
+        time.sleep(TRACE_POLL_S)
     raise RuntimeError(f"no complete profiler trace written under {out} within {timeout:.0f}s")
 
 

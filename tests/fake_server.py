@@ -1,6 +1,8 @@
 """A stand-in for an SGLang server on loopback: ``/generate`` (native, streamed or not), ``/v1/completions``
-(OpenAI, streamed), ``/server_info``, ``/flush_cache`` and ``/health``, with latencies the tests can predict:
-prefill takes ``prefill_s_per_token * input length``, each further token ``decode_s``."""
+(OpenAI, streamed), ``/server_info``, ``/flush_cache``, ``/health`` and ``/start_profile``/``/stop_profile``,
+with latencies the tests can predict: prefill takes ``prefill_s_per_token * input length``, each further token
+``decode_s``. A profile writes a PyTorch-profiler-shaped trace in which the indexer's range launched kernels
+taking ``indexer_share`` of the GPU time."""
 
 from __future__ import annotations
 
@@ -8,17 +10,20 @@ import asyncio
 import json
 import socket
 import threading
+import time
+from pathlib import Path
 
 from aiohttp import web
 
 
 class FakeServer:
-    def __init__(self, prefill_s_per_token=1e-6, decode_s=0.002, capacity=100_000, fail_every=0):
+    def __init__(self, prefill_s_per_token=1e-6, decode_s=0.002, capacity=100_000, fail_every=0, indexer_share=0.25):
         self.prefill_s_per_token, self.decode_s = prefill_s_per_token, decode_s
-        self.capacity, self.fail_every = capacity, fail_every
+        self.capacity, self.fail_every, self.indexer_share = capacity, fail_every, indexer_share
         self.requests = 0
         self.flushes = 0
         self.prompt_lengths: list[int] = []
+        self.profiles: list[dict] = []
 
     async def _tokens(self, n_in, n_out):
         """Yield the running completion count as tokens are produced."""
@@ -75,11 +80,39 @@ class FakeServer:
     async def health(self, request):
         return web.Response(text="ok")
 
+    def _write_trace(self, output_dir: str) -> None:
+        from sglang_indexcache.counters import PROFILER_RANGE
+
+        ours = 1000 * self.indexer_share
+        events = [
+            {"ph": "X", "cat": "user_annotation", "name": PROFILER_RANGE, "pid": 1, "tid": 1, "ts": 10, "dur": 10},
+            {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 1, "ts": 12, "dur": 1,
+             "args": {"correlation": 1}},
+            {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 1, "ts": 30, "dur": 1,
+             "args": {"correlation": 2}},
+            {"ph": "X", "cat": "kernel", "name": "mqa_logits", "ts": 40, "dur": ours, "args": {"correlation": 1}},
+            {"ph": "X", "cat": "kernel", "name": "fused_moe", "ts": 90, "dur": 1000 - ours, "args": {"correlation": 2}},
+        ]
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / f"{time.time()}-TP-0.trace.json").write_text(json.dumps({"traceEvents": events}))
+
+    async def start_profile(self, request):
+        body = await request.json()
+        self.profiles.append(body)
+        if body.get("num_steps"):  # SGLang stops by itself after that many steps
+            self._write_trace(body["output_dir"])
+        return web.Response(text="ok")
+
+    async def stop_profile(self, request):
+        self._write_trace(self.profiles[-1]["output_dir"])
+        return web.Response(text="ok")
+
     def start(self) -> str:
         app = web.Application()
         app.add_routes([web.post("/generate", self.generate), web.post("/v1/completions", self.completions),
                         web.get("/server_info", self.server_info), web.post("/flush_cache", self.flush_cache),
-                        web.get("/health", self.health)])
+                        web.get("/health", self.health), web.post("/start_profile", self.start_profile),
+                        web.post("/stop_profile", self.stop_profile)])
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

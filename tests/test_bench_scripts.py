@@ -303,3 +303,50 @@ def test_readme_rows_use_the_share_at_each_context():
     assert by[("1of4", "decode", 16)]["bound"] is None  # no profile at that context: no bound, not a guess
     assert by[("1of4", "full-kv", 16)]["of_bound"] == pytest.approx(1.05 * (1 - 0.75 * 0.1))
     assert ("allF", "full-kv", 16) not in by
+
+
+def test_readme_benchmark_end_to_end_against_stand_in_servers(tmp_path, monkeypatch):
+    """bench_readme.main: timings per map, the share from an eager all-F twin's profiles, then --reuse keeping
+    the timings and measuring only the share again. Servers are stand-ins; the launches are recorded."""
+    bench_readme = load_script("bench_readme")
+    fake = FakeServer(prefill_s_per_token=1e-6, decode_s=0.0005, capacity=60_000, indexer_share=0.3)
+    url = fake.start()
+    launched = []
+
+    class StandIn:
+        def __init__(self, name, model, port, args, env=None, logdir=None):
+            launched.append((name, list(args), dict(env or {})))
+            self.url = url
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    monkeypatch.setattr(bench_readme, "Server", StandIn)
+    monkeypatch.setattr(bench_readme, "model_dir", lambda config, out: out)
+    monkeypatch.setattr(bench_readme, "TRACE_POLL_S", 0.05)
+    common = ["--maps", "stock", "allF", "--lengths", "2000", "--decode-lengths", "3000", "--full-kv-len", "5000",
+              "--repeats", "1"]
+    try:
+        report = bench_readme.main([*common, "--out", str(tmp_path / "a")])
+        assert [name for name, _, _ in launched] == ["stock", "allF", "allF-eager"]
+        assert "--disable-cuda-graph" in launched[2][1] and "--disable-cuda-graph" not in launched[1][1]
+        assert launched[0][2] == {"SGLANG_INDEXCACHE_DISABLE": "1"} and launched[2][2] == launched[1][2]
+        shares = report["indexer_share"]
+        assert {stage: list(v) for stage, v in shares.items()} == {"prefill": ["2000"], "decode": ["3000"],
+                                                                   "full-kv": ["5000"]}
+        assert all(v["share"] == pytest.approx(0.3) for by_len in shares.values() for v in by_len.values())
+        # The full-KV profile ran as many long requests as the pool holds, each traced after it decoded.
+        assert fake.profiles[-1]["num_steps"] == 16 and fake.prompt_lengths.count(5000) >= 60_000 // (5000 + 4096)
+        assert {(r["stage"], r["context"]) for r in report["rows"]} == {("prefill", 2000), ("decode", 3000)}
+        assert "stock" in report["full_kv"]
+
+        launched.clear()
+        again = bench_readme.main([*common, "--reuse", str(tmp_path / "a" / "partial.json"),
+                                   "--out", str(tmp_path / "b")])
+        assert [name for name, _, _ in launched] == ["allF-eager"]
+        assert again["results"] == report["results"] and again["reused"].endswith("partial.json")
+    finally:
+        fake.stop()
