@@ -21,15 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sglang_indexcache.bench.server import Server, map_file  # noqa: E402
+from sglang_indexcache.schedule import pattern_from_freq  # noqa: E402
 
 
 def maps_for(num_layers: int) -> dict[str, str | None]:
     """Stock SGLang, then all-F, 1/2 and 1/4 with a Full layer every 1, 2 and 4 layers from layer 0, so the
     Shared fraction of a short slice is that of the full model (V3.2 at 1/4: 45 of 61 layers Shared)."""
-    def every(k: int) -> str:
-        return "".join("F" if layer % k == 0 else "S" for layer in range(num_layers))
-
-    return {"stock": None, "allF": every(1), "1of2": every(2), "1of4": every(4)}
+    return {"stock": None, **{name: pattern_from_freq(num_layers, k, offset=1)
+                              for name, k in (("allF", 1), ("1of2", 2), ("1of4", 4))}}
 
 
 def capacity(url: str) -> dict:

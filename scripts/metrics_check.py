@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from sglang_indexcache.admin import status  # noqa: E402
 from sglang_indexcache.bench.client import random_prompt  # noqa: E402
-from sglang_indexcache.bench.server import Server, map_file  # noqa: E402
+from sglang_indexcache.bench.server import Server, map_file, num_layers  # noqa: E402
+from sglang_indexcache.schedule import pattern_from_freq  # noqa: E402
 from verify_gpu import generate  # noqa: E402
 
 KEY = "indexcache-metrics-check"
@@ -80,8 +81,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    n_layers = json.loads((Path(args.model) / "config.json").read_text())["num_hidden_layers"]
-    pattern = args.pattern or "".join("F" if l % 4 == 0 else "S" for l in range(n_layers))
+    pattern = args.pattern or pattern_from_freq(num_layers(args.model), 4, offset=1)
     flags = [*args.server_args.split(), "--skip-tokenizer-init", "--enable-metrics", "--admin-api-key", KEY]
     env = {"SGLANG_INDEXCACHE_MAP": map_file(Path(tempfile.mkdtemp()), "metrics", pattern)}
     rng = np.random.default_rng(0)

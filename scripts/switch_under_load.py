@@ -32,18 +32,17 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from sglang_indexcache.admin import AdminError, status, switch_map  # noqa: E402
 from sglang_indexcache.bench.client import generate_native, random_prompt  # noqa: E402
-from sglang_indexcache.bench.server import Server, map_file  # noqa: E402
-from verify_gpu import generate  # noqa: E402  (the same greedy request with the prompt logprobs of the tail)
+from sglang_indexcache.bench.server import Server, map_file, num_layers  # noqa: E402
+from verify_gpu import generate, check_patterns  # noqa: E402  (the same greedy request with the prompt logprobs of the tail)
 
 KEY = "indexcache-switch-test"
 PROBES = [1500, 9000, 17000]
 PROBE_NEW_TOKENS = 16
 
 
-def default_maps(num_layers: int) -> dict[str, str]:
-    quarter = "".join("F" if max(l - 1, 0) % 4 == 0 else "S" for l in range(num_layers))
-    irregular = ("FFSFSSSF" * ((num_layers + 7) // 8))[:num_layers]
-    return {"allF": "F" * num_layers, "1of4": quarter, "irregular": irregular}
+def default_maps(n_layers: int) -> dict[str, str]:
+    quarter, _, irregular = check_patterns(n_layers)
+    return {"allF": "F" * n_layers, "1of4": quarter, "irregular": irregular}
 
 
 def probe(server: Server, prompts: list[list[int]]) -> list[dict]:
@@ -139,8 +138,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    num_layers = json.loads((Path(args.model) / "config.json").read_text())["num_hidden_layers"]
-    maps = default_maps(num_layers)
+    maps = default_maps(num_layers(args.model))
     tmp = Path(tempfile.mkdtemp())
 
     flags = [*args.server_args.split(), "--skip-tokenizer-init", "--disable-cuda-graph", "--admin-api-key", KEY,

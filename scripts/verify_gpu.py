@@ -32,11 +32,14 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sglang_indexcache.bench.server import Server, map_file  # noqa: E402
+from sglang_indexcache.bench.client import random_prompt  # noqa: E402
+from sglang_indexcache.bench.server import Server, map_file, num_layers  # noqa: E402
+from sglang_indexcache.schedule import pattern_from_freq  # noqa: E402
 
 SHORT = [97, 1500]
 LONG = [9000, 17000, 30011]
 NEW_TOKENS = [8, 24]
+VOCAB = 120000  # prompt ids below the test checkpoint's vocabulary
 LOGPROB_TAIL = 256  # prompt logprobs of the last tokens only: the full 30K x vocab logits would not fit
 
 
@@ -51,7 +54,12 @@ class ServerSpec:
 
 def prompts(seed: int = 0) -> list[list[int]]:
     rng = np.random.default_rng(seed)
-    return [rng.integers(100, 120000, size=n).tolist() for n in SHORT + LONG]
+    return [random_prompt(rng, n, VOCAB) for n in SHORT + LONG]
+
+
+def check_patterns(n_layers: int) -> tuple[str, str, str]:
+    """1/4 and 1/2 on SGLang's native schedule (layers 0 and 1 Full, then every 4th / 2nd), and an irregular one."""
+    return pattern_from_freq(n_layers, 4), pattern_from_freq(n_layers, 2), ("FFSFSSSF" * ((n_layers + 7) // 8))[:n_layers]
 
 
 def generate(port: int, ids: list[int], new_tokens: int, logprobs: bool = True) -> dict:
@@ -87,7 +95,7 @@ def run_suite(port: int, ps: list[list[int]]) -> dict:
     out["prefix_cold"] = generate(port, ext, 16)
     # 16 concurrent requests of mixed lengths (the burst's own solo runs come first, one at a time).
     rng = np.random.default_rng(1)
-    burst = [rng.integers(100, 120000, size=int(n)).tolist() for n in rng.integers(50, 12000, size=16)]
+    burst = [random_prompt(rng, int(n), VOCAB) for n in rng.integers(50, 12000, size=16)]
     out["burst_solo"] = [generate(port, p, 16, logprobs=False)["ids"] for p in burst]
     requests.post(f"http://127.0.0.1:{port}/flush_cache", timeout=60)
     with cf.ThreadPoolExecutor(16) as pool:
@@ -99,7 +107,7 @@ def time_prefill(port: int, length: int, repeats: int) -> list[float]:
     rng = np.random.default_rng(7)
     times = []
     for _ in range(repeats + 1):  # the first one warms up kernels for this length
-        ids = rng.integers(100, 120000, size=length).tolist()
+        ids = random_prompt(rng, length, VOCAB)
         t = time.perf_counter()
         generate(port, ids, 1, logprobs=False)
         times.append(time.perf_counter() - t)
@@ -135,10 +143,8 @@ def main() -> None:
         return
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp())
-    n_layers = json.load(open(Path(args.model) / "config.json"))["num_hidden_layers"]
-    quarter = "".join("F" if max(l - 1, 0) % 4 == 0 else "S" for l in range(n_layers))
-    half = "".join("F" if max(l - 1, 0) % 2 == 0 else "S" for l in range(n_layers))
-    irregular = ("FFSFSSSF" * ((n_layers + 7) // 8))[:n_layers]
+    n_layers = num_layers(args.model)
+    quarter, half, irregular = check_patterns(n_layers)
     debug = str(tmp / "counters")
     kit = os.environ.get("GPUKIT_SGLANG_ARGS", "").split()
     common = [*kit, "--skip-tokenizer-init", "--mem-fraction-static", "0.5", "--chunked-prefill-size", "8192",

@@ -3,6 +3,7 @@ file a server is started with."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,10 @@ from pathlib import Path
 import requests
 
 from ..layer_map import LayerMap
+
+
+def num_layers(model_dir: str | Path) -> int:
+    return json.loads((Path(model_dir) / "config.json").read_text())["num_hidden_layers"]
 
 
 def map_file(directory: Path, name: str, pattern: str) -> str:
