@@ -22,7 +22,7 @@ def apply_attention_roles(registry: PatchRegistry, plan_for) -> None:
     def make(original):
         def __init__(self, *args, **kwargs):
             original(self, *args, **kwargs)
-            if not getattr(self, "use_nsa", False):
+            if not self.use_nsa:  # present in every supported SGLang (targets.ATTRIBUTES)
                 return
             bound = signature.bind(self, *args, **kwargs)
             bound.apply_defaults()

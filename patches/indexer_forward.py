@@ -15,8 +15,9 @@ import torch
 
 from sglang_indexcache.counters import COUNTERS, PROFILER_RANGE
 
+from .arguments import Argument
 from .registry import PatchRegistry
-from .targets import INDEXER_CLASS
+from .targets import INDEXER_CLASS, INDEXER_FORWARD_CUDA
 
 SLOT = "_indexcache_topk"  # ForwardBatch attribute: (Full layer id, its indexer output)
 ROLE = "_indexcache_role"  # Indexer attribute, set at construction
@@ -34,15 +35,20 @@ class StaleIndices(RuntimeError):
 
 
 def apply_indexer_forward(registry: PatchRegistry) -> None:
-    registry.wrap(INDEXER_CLASS.resolve(), "forward", _cache_aware_forward, patch="indexer_forward")
+    # ``Indexer.forward`` is the platform dispatcher (``*args, **kwargs``); the arguments are forward_cuda's.
+    implementation = INDEXER_FORWARD_CUDA.resolve()
+    batch_arg = Argument(implementation, "forward_batch", INDEXER_FORWARD_CUDA.dotted)
+    indices_arg = Argument(implementation, "return_indices", INDEXER_FORWARD_CUDA.dotted)
+    registry.wrap(INDEXER_CLASS.resolve(), "forward", lambda original: _cache_aware_forward(
+        original, batch_arg, indices_arg), patch="indexer_forward")
 
 
-def _cache_aware_forward(original):
+def _cache_aware_forward(original, batch_arg: Argument, indices_arg: Argument):
     def forward(self, *args, **kwargs):
         role = self.__dict__.get(ROLE)
         if role is None:  # NextN/MTP draft layers, or a model built without a map
             return original(self, *args, **kwargs)
-        forward_batch = kwargs["forward_batch"] if "forward_batch" in kwargs else args[3]
+        forward_batch = batch_arg.get(args, kwargs)
         if role.full:
             if torch.autograd._profiler_enabled():
                 # Names the indexer's kernels in profiler traces, GEMMs included (bench.bound reads it); checked
@@ -60,6 +66,6 @@ def _cache_aware_forward(original):
             raise StaleIndices(f"IndexCache: Shared layer {role.layer} needs layer {role.source}'s top-k in this "
                                f"forward batch but found {found}")
         COUNTERS.record(role.layer, ran=False)
-        return stored[1] if kwargs.get("return_indices", True) else None
+        return stored[1] if indices_arg.get(args, kwargs) else None
 
     return forward

@@ -15,10 +15,11 @@ import torch
 from sglang_indexcache.counters import COUNTERS
 
 from .env import ENV_DEBUG_FILE
+from .arguments import Argument
 from .indexer_forward import ROLE, SLOT
 from .registry import PatchRegistry
 from .status import Metrics, set_active
-from .targets import GLOBAL_SERVER_ARGS, MODEL_CLASS
+from .targets import GLOBAL_SERVER_ARGS, INDEXER_CLASS, MODEL_CLASS, MODEL_FORWARD
 
 logger = logging.getLogger("sglang_indexcache")
 _METRICS: dict = {"metrics": None}
@@ -31,7 +32,8 @@ def _rank() -> int:
 
 
 def apply_model_checks(registry: PatchRegistry, plan_for) -> None:
-    cls = MODEL_CLASS.resolve()
+    cls, indexer_cls = MODEL_CLASS.resolve(), INDEXER_CLASS.resolve()
+    batch_arg = Argument(MODEL_FORWARD.resolve(), "forward_batch", MODEL_FORWARD.dotted)
 
     def make_init(original):
         def __init__(self, config, *args, **kwargs):
@@ -39,14 +41,17 @@ def apply_model_checks(registry: PatchRegistry, plan_for) -> None:
             process_map = plan_for(config)
             if process_map is None:
                 return
-            unmanaged = [
-                i for i in range(self.start_layer, self.end_layer)
-                if getattr(self.layers[i].self_attn, "use_nsa", False)
-                and getattr(getattr(self.layers[i].self_attn, "indexer", None), ROLE, None) is None
-            ]
+            # Found by type, not through the attributes the roles were set by: a renamed attribute in SGLang
+            # leaves layers without a role, and this notices.
+            unmanaged = sorted({_layer_of(name) for name, module in self.named_modules()
+                                if isinstance(module, indexer_cls) and module.__dict__.get(ROLE) is None}, key=str)
             if unmanaged:
                 raise RuntimeError(f"IndexCache was requested but layers {unmanaged} were built without it; "
                                    "refusing to serve a model that is not what was asked for")
+            if getattr(config, "index_topk", None) is not None and not any(
+                    isinstance(module, indexer_cls) for module in self.modules()) and self.end_layer > self.start_layer:
+                raise RuntimeError("IndexCache was requested for a DSA model (index_topk set) but this SGLang built "
+                                   "no DSA indexer in it; refusing to serve a model that is not what was asked for")
             rank = _rank()
             logger.info(process_map.startup_line(f"pid {os.getpid()}, rank {rank}"))
             set_active(process_map, rank)
@@ -58,11 +63,12 @@ def apply_model_checks(registry: PatchRegistry, plan_for) -> None:
     debug_file = os.environ.get(ENV_DEBUG_FILE)
 
     def make_forward(original):
-        def forward(self, input_ids, positions, forward_batch, *args, **kwargs):
+        def forward(self, *args, **kwargs):
+            forward_batch = batch_arg.get(args, kwargs)
             # A ForwardBatch can be run more than once (CUDA-graph capture): start each forward empty.
             if getattr(forward_batch, SLOT, None) is not None:
                 setattr(forward_batch, SLOT, None)
-            out = original(self, input_ids, positions, forward_batch, *args, **kwargs)
+            out = original(self, *args, **kwargs)
             COUNTERS.record_forward()
             if _METRICS["metrics"] is not None:
                 _METRICS["metrics"].maybe_flush()
@@ -74,6 +80,11 @@ def apply_model_checks(registry: PatchRegistry, plan_for) -> None:
 
     registry.wrap(cls, "__init__", make_init, patch="model_checks")
     registry.wrap(cls, "forward", make_forward, patch="model_forward_reset")
+
+
+def _layer_of(module_name: str) -> int | str:
+    parts = module_name.split(".")
+    return int(parts[1]) if len(parts) > 1 and parts[0] == "layers" and parts[1].isdigit() else module_name
 
 
 def _dump_debug(path: str, model, forward_batch) -> None:

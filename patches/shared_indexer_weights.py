@@ -9,8 +9,10 @@ weights for Shared layers (GLM-5.2) and checkpoints that do both load cleanly. N
 
 from __future__ import annotations
 
+import inspect
 import re
 
+from .arguments import Argument
 from .registry import PatchRegistry
 from .targets import CAUSAL_LM_CLASS, LOAD_WEIGHTS
 
@@ -26,14 +28,18 @@ def drop_indexer_weights(indexer) -> None:
 
 def apply_shared_indexer_weights(registry: PatchRegistry, plan_for) -> None:
     cls = CAUSAL_LM_CLASS.resolve()
-    LOAD_WEIGHTS.resolve()
+    signature = inspect.signature(LOAD_WEIGHTS.resolve())
+    nextn_arg = Argument(LOAD_WEIGHTS.resolve(), "is_nextn", LOAD_WEIGHTS.dotted)
 
     def make(original):
-        def load_weights(self, weights, is_nextn=False):
-            process_map = None if is_nextn else plan_for(self.config)
+        def load_weights(self, *args, **kwargs):
+            process_map = None if nextn_arg.get(args, kwargs) else plan_for(self.config)
             if process_map is not None:
-                weights = _without_shared_indexers(weights, process_map.effective)
-            return original(self, weights, is_nextn)
+                bound = signature.bind(self, *args, **kwargs)
+                bound.arguments["weights"] = _without_shared_indexers(bound.arguments["weights"],
+                                                                      process_map.effective)
+                return original(*bound.args, **bound.kwargs)
+            return original(self, *args, **kwargs)
 
         return load_weights
 

@@ -6,11 +6,14 @@ seams works and one that moved them is refused with the target named.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
+import re
 from dataclasses import dataclass
 
-SUPPORTED = "sglang 0.5.10.post1"
+SUPPORTED_VERSIONS = ("0.5.10.post1",)  # pyproject's sglang extra pins the same list (tests/test_packaging.py)
+SUPPORTED = "sglang " + ", ".join(SUPPORTED_VERSIONS)
 
 
 class IncompatibleSGLang(RuntimeError):
@@ -45,8 +48,55 @@ class Target:
         return obj
 
     def _refusal(self, why: str) -> str:
-        return (f"IndexCache cannot patch this SGLang: {self.dotted} {why}. Supported: {SUPPORTED}. "
-                "Refusing to start rather than serve a model without IndexCache.")
+        return refusal(f"{self.dotted} {why}")
+
+
+def installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sglang")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def refusal(what: str) -> str:
+    return (f"IndexCache cannot patch this SGLang: {what}. Supported: {SUPPORTED} (installed: sglang "
+            f"{installed_version()}). Refusing to start rather than serve a model without IndexCache.")
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """An attribute of SGLang objects that a patch reads: a dataclass field of ``owner``, or an instance attribute
+    that ``owner``'s own code (its class or a base class) assigns as ``self.<name>``.
+
+    Patches read these with a default where the object may legitimately lack them at that moment, so a rename in
+    SGLang would turn into silent wrong behaviour; probing them here turns it into a refusal.
+    """
+
+    owner: Target
+    name: str
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.owner.dotted}.{self.name}"
+
+    def resolve(self) -> None:
+        cls = self.owner.resolve()
+        if dataclasses.is_dataclass(cls):
+            if self.name in {f.name for f in dataclasses.fields(cls)}:
+                return
+        elif any(self._assigned_in(base) for base in cls.__mro__ if base.__module__.startswith("sglang")):
+            return
+        raise IncompatibleSGLang(refusal(f"attribute {self.dotted} not found"))
+
+    def _assigned_in(self, cls) -> bool:
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):
+            return False
+        # `self.name = ...`, `self.name: T = ...`, and tuple targets such as `self.a, self.name, _ = ...`
+        return re.search(rf"\bself\.{re.escape(self.name)}\b[^=\n]*=(?!=)", source) is not None
 
 
 INDEXER = "sglang.srt.layers.attention.nsa.nsa_indexer"
@@ -102,6 +152,37 @@ ALL_TARGETS = MODEL_TARGETS + MEMORY_TARGETS + SWITCH_TARGETS + (SCHEDULER_CLASS
                                                                  LOAD_WEIGHTS)
 
 
+MODEL_RUNNER = Target("sglang.srt.model_executor.model_runner", "ModelRunner")
+TOKENIZER_MANAGER = Target("sglang.srt.managers.tokenizer_manager", "TokenizerManager")
+ATTRIBUTES = (
+    Attribute(ATTENTION_CLASS, "use_nsa"),
+    Attribute(ATTENTION_CLASS, "indexer"),
+    Attribute(ATTENTION_CLASS, "skip_topk"),
+    Attribute(ATTENTION_CLASS, "next_skip_topk"),
+    Attribute(MODEL_CLASS, "layers"),
+    Attribute(MODEL_CLASS, "start_layer"),
+    Attribute(MODEL_CLASS, "end_layer"),
+    Attribute(MODEL_RUNNER, "is_draft_worker"),
+    Attribute(MODEL_RUNNER, "server_args"),
+    Attribute(MODEL_RUNNER, "model_config"),
+    Attribute(MODEL_RUNNER, "use_mla_backend"),
+    Attribute(MODEL_RUNNER, "enable_hisparse"),
+    Attribute(MODEL_RUNNER, "graph_runner"),
+    Attribute(MODEL_RUNNER, "start_layer"),
+    Attribute(MODEL_RUNNER, "end_layer"),
+    Attribute(NSA_POOL_CLASS, "custom_mem_pool"),
+    Attribute(NSA_POOL_CLASS, "index_k_with_scale_buffer"),
+    Attribute(TOKENIZER_MANAGER, "is_pause"),
+    *(Attribute(SERVER_ARGS_CLASS, name) for name in (
+        "json_model_override_args", "model_path", "trust_remote_code", "revision", "load_format",
+        "enable_hierarchical_cache", "disaggregation_mode", "enable_two_batch_overlap", "enable_metrics",
+        "disable_cuda_graph", "pp_size", "tokenizer_worker_num", "dp_size")),
+)
+
+
 def check_model_targets() -> None:
+    """Every method and attribute the patches use, in the main process before launch and again in each worker."""
     for target in ALL_TARGETS:
         target.resolve()
+    for attribute in ATTRIBUTES:
+        attribute.resolve()
