@@ -1,8 +1,11 @@
-"""Arm IndexCache in every Python process that SGLang starts, only when a map is requested.
+"""Arm IndexCache in every Python process that SGLang starts: when a map is requested, or when the checkpoint
+being served states its own sharing schedule.
 
-A ``.pth`` file calls :func:`arm_if_requested` at interpreter start (spawned workers too); newer SGLang also
+The ``.pth`` start-up hook imports nothing: it leaves a finder on ``sys.meta_path`` that calls
+:func:`on_sglang_import` when the process first imports ``sglang`` (spawned workers too); newer SGLang also
 calls :func:`load_plugin` through the ``sglang.srt.plugins`` entry point. Arming only registers post-import
-callbacks: nothing of SGLang is imported here, and with no request nothing happens at all.
+callbacks, so nothing of SGLang is imported here. With no request, only ``ServerArgs`` is watched: the main
+process reads the checkpoint's config there (``server_args``) and arms fully if it states a schedule.
 """
 
 from __future__ import annotations
@@ -41,7 +44,19 @@ def arm_if_requested() -> None:
 
 def load_plugin() -> None:
     """Entry point for SGLang's plugin loader; re-entrant."""
-    arm_if_requested()
+    on_sglang_import()
+
+
+def on_sglang_import() -> None:
+    """The process is importing SGLang: arm for a request, else watch for a checkpoint that states a schedule."""
+    if os.environ.get(ENV_DISABLE):
+        return
+    if requested(os.environ, getattr(sys, "orig_argv", sys.argv)):
+        arm()
+        return
+    from .post_import import when_imported
+
+    when_imported("sglang.srt.server_args", _patch_server_args)
 
 
 def arm() -> None:

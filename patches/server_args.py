@@ -1,7 +1,10 @@
-"""After ``ServerArgs.__post_init__`` (main process): resolve, validate and export the requested map.
+"""After ``ServerArgs.__post_init__`` (main process): resolve, validate and export the map to serve.
 
-This runs before any worker is spawned or any weight is loaded, so a bad map stops the launch with the
-same one-line message as ``sglang-indexcache validate``.
+That is the requested map, or with no request the schedule the checkpoint's ``config.json`` states (GLM-5.2's
+``index_topk_freq`` / ``index_skip_topk_offset`` / ``indexer_types``, which SGLang alone would read otherwise).
+This runs before any worker is spawned or any weight is loaded, so a bad map, or one that makes a layer Full
+whose indexer weights the checkpoint lacks, stops the launch with the same one-line message as
+``sglang-indexcache validate``.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import os
 import sys
 from pathlib import Path
 
+from sglang_indexcache.checkpoint import check_indexer_weights
 from sglang_indexcache.errors import MapError
-from sglang_indexcache.request import OVERRIDES, resolve_request
+from sglang_indexcache.keys import REQUEST_KEYS
+from sglang_indexcache.request import OVERRIDES, checkpoint_schedule, resolve_request
 
 from .env import ENV_EXTERNAL_PACKAGE, ENV_MAP, WORKER_PACKAGE
 from .process_map import export
@@ -40,26 +45,40 @@ def apply_server_args(registry: PatchRegistry) -> None:
 
 
 def resolve_in_main_process(server_args) -> None:
+    """The map this launch serves: the request if there is one, else the checkpoint's own schedule, else none."""
     try:
         try:
             overrides = json.loads(server_args.json_model_override_args or "{}")
         except json.JSONDecodeError as e:
             raise MapError(OVERRIDES, "(json)", f"invalid JSON ({e.msg})", "pass a JSON object") from None
-        config, source = _model_config(server_args)
+        explicit = bool(os.environ.get(ENV_MAP)) or (isinstance(overrides, dict)
+                                                     and any(k in overrides for k in REQUEST_KEYS))
+        try:
+            config, source = _model_config(server_args)
+        except Exception:  # noqa: BLE001 - SGLang reports an unreadable model itself; with a request, so do we
+            if explicit:
+                raise
+            return
         layer_map = resolve_request(os.environ.get(ENV_MAP), overrides, config, source)
+        from_checkpoint = layer_map is None
+        if from_checkpoint:
+            layer_map = checkpoint_schedule(_stated_config(server_args), source)
         if layer_map is None:
             return
         check_model_targets()
+        if server_args.load_format != "dummy":
+            check_indexer_weights(layer_map, server_args.model_path)
+        _reach_workers()
     except (MapError, IncompatibleSGLang) as e:
         _refuse(e)
         return
-    try:
-        _reach_workers()
-    except IncompatibleSGLang as e:
-        _refuse(e)
-        return
     export(layer_map)
-    logger.info("IndexCache requested: %s, pattern %s, %d/%d Full", layer_map.label,
+    if from_checkpoint:
+        from .autoload import arm
+
+        arm()  # nothing was requested, so this process has not armed yet: its HTTP server gets the endpoints
+    logger.info("IndexCache %s: %s, pattern %s, %d/%d Full",
+                "serves the checkpoint's own schedule" if from_checkpoint else "requested", layer_map.label,
                 layer_map.pattern, len(layer_map.full_layers), layer_map.num_layers)
 
 
@@ -86,6 +105,15 @@ def _model_config(server_args) -> tuple[dict, str]:
     config = get_config(server_args.model_path, trust_remote_code=server_args.trust_remote_code,
                         revision=server_args.revision)
     return config.to_dict(), str(Path(server_args.model_path) / "config.json")
+
+
+def _stated_config(server_args) -> dict:
+    """The checkpoint's config.json as its authors wrote it: transformers' config classes fill in schedule keys
+    (``GlmMoeDsaConfig`` an all-Full ``indexer_types``) that the checkpoint never stated."""
+    from transformers import PretrainedConfig
+
+    config, _ = PretrainedConfig.get_config_dict(server_args.model_path, revision=server_args.revision)
+    return config
 
 
 def _refuse(error: Exception) -> None:

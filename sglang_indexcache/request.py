@@ -11,6 +11,7 @@ from .layer_map import LayerMap
 from .model_config import require_dsa
 
 OVERRIDES = "--json-model-override-args"
+CHECKPOINT = "checkpoint"  # how start-up lines name a schedule that came from the checkpoint's config.json
 
 
 def resolve_request(env_map: str | None, overrides: Mapping[str, Any], config: Mapping[str, Any],
@@ -32,3 +33,22 @@ def resolve_request(env_map: str | None, overrides: Mapping[str, Any], config: M
         base = {k: v for k, v in config.items() if k not in SCHEDULE_KEYS}
         return LayerMap.from_hf_config({**base, **schedule}, source=request_source)
     return None
+
+
+def checkpoint_schedule(config: Mapping[str, Any], config_source: str) -> LayerMap | None:
+    """The sharing schedule a DSA checkpoint was trained with, from its own config; None if it states none.
+
+    Read with the Hugging Face keys' meaning and priority (``indexer_types`` first), which is what the
+    checkpoint's authors wrote and what its indexer weights follow.
+    """
+    keys = [k for k in SCHEDULE_KEYS if config.get(k) is not None]
+    if not keys or config.get("index_topk") is None:
+        return None
+    require_dsa(dict(config), config_source)
+    stated = ", ".join(f"{k} {_short(config[k])}" for k in keys)
+    return LayerMap.from_hf_config(config, source=f"{CHECKPOINT} ({config_source}: {stated})")
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= 24 else f"{text[:21]}..."
