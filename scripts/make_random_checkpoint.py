@@ -18,6 +18,8 @@ DeepseekV3ForCausalLM loader consumes:
                  model.layers.{i}.mlp.experts.{e}.{gate_proj, up_proj, down_proj}.weight,
                  model.layers.{i}.mlp.shared_experts.{gate_proj, up_proj, down_proj}.weight
   --nextn:       model.layers.{L}.{enorm, hnorm, eh_proj, shared_head.norm}.weight plus one MoE decoder layer
+  --index-topk-freq / --index-skip-topk-offset: the config states that sharing schedule (as GLM-5.2's does) and,
+                 like GLM-5.2's checkpoint, the Shared layers get no indexer tensors
 
 Only torch and safetensors are needed; --tokenizer also needs tokenizers and transformers.
 
@@ -34,8 +36,14 @@ import shutil
 import time
 from pathlib import Path
 
+import sys
+
 import torch
 from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sglang_indexcache.layer_map import LayerMap  # noqa: E402
 
 RANDOM, ONES, ZEROS = "random", "ones", "zeros"
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -48,7 +56,7 @@ def _mlp(prefix: str, hidden: int, inter: int):
     yield f"{prefix}.down_proj.weight", (hidden, inter), RANDOM
 
 
-def _attention(prefix: str, cfg: dict):
+def _attention(prefix: str, cfg: dict, indexer: bool = True):
     hidden, heads = cfg["hidden_size"], cfg["num_attention_heads"]
     nope, rope, v_dim = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
     kv_rank, q_rank = cfg["kv_lora_rank"], cfg.get("q_lora_rank")
@@ -64,7 +72,7 @@ def _attention(prefix: str, cfg: dict):
     yield f"{prefix}.kv_b_proj.weight", (heads * (nope + v_dim), kv_rank), RANDOM
     yield f"{prefix}.o_proj.weight", (hidden, heads * v_dim), RANDOM
     # attention_bias is ignored on purpose: SGLang's MLA layers have no biases and would drop them.
-    if cfg.get("index_topk") is not None:
+    if cfg.get("index_topk") is not None and indexer:
         if not q_rank:
             raise ValueError("a DSA indexer reads the compressed query, so q_lora_rank must be set")
         n_heads, head_dim = cfg["index_n_heads"], cfg["index_head_dim"]
@@ -96,10 +104,10 @@ def _is_moe_layer(cfg: dict, layer: int) -> bool:
     )
 
 
-def _decoder_layer(prefix: str, cfg: dict, moe: bool):
+def _decoder_layer(prefix: str, cfg: dict, moe: bool, indexer: bool = True):
     hidden = cfg["hidden_size"]
     yield f"{prefix}.input_layernorm.weight", (hidden,), ONES
-    yield from _attention(f"{prefix}.self_attn", cfg)
+    yield from _attention(f"{prefix}.self_attn", cfg, indexer)
     yield f"{prefix}.post_attention_layernorm.weight", (hidden,), ONES
     if moe:
         yield from _moe(f"{prefix}.mlp", cfg)
@@ -108,11 +116,15 @@ def _decoder_layer(prefix: str, cfg: dict, moe: bool):
 
 
 def checkpoint_spec(cfg: dict, nextn: bool = False) -> list[tuple[str, tuple[int, ...], str]]:
-    """(name, shape, init) for every tensor of the checkpoint, in writing order."""
+    """(name, shape, init) for every tensor of the checkpoint, in writing order.
+
+    A config that states a sharing schedule gets indexer tensors only for its Full layers.
+    """
     hidden, vocab, n_layers = cfg["hidden_size"], cfg["vocab_size"], cfg["num_hidden_layers"]
+    full = set(LayerMap.from_hf_config(cfg).full_layers) if cfg.get("index_topk") is not None else set()
     spec = [("model.embed_tokens.weight", (vocab, hidden), RANDOM)]
     for i in range(n_layers):
-        spec += _decoder_layer(f"model.layers.{i}", cfg, _is_moe_layer(cfg, i))
+        spec += _decoder_layer(f"model.layers.{i}", cfg, _is_moe_layer(cfg, i), indexer=i in full)
     spec.append(("model.norm.weight", (hidden,), ONES))
     if not cfg.get("tie_word_embeddings", False):
         spec.append(("lm_head.weight", (vocab, hidden), RANDOM))
@@ -195,15 +207,20 @@ def write_checkpoint(cfg, out: Path, *, std, seed, dtype, device, nextn=False, m
     return n_params
 
 
-def write_config(config_path: Path, out: Path) -> None:
+def write_config(config_path: Path, out: Path, schedule: dict | None = None) -> dict:
+    """Write the config the checkpoint is made for (with ``schedule``'s keys set) and return it."""
     cfg = json.loads(config_path.read_text())
     if "quantization_config" in cfg:
         # The weights written are unquantised; left in, this would make SGLang expect fp8 weights and scales.
         del cfg["quantization_config"]
-        (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         print("note: removed quantization_config from config.json (the weights are not quantised)")
-    elif config_path.resolve() != (out / "config.json").resolve():
-        shutil.copyfile(config_path, out / "config.json")
+    elif not schedule:
+        if config_path.resolve() != (out / "config.json").resolve():
+            shutil.copyfile(config_path, out / "config.json")
+        return cfg
+    cfg.update(schedule or {})
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    return cfg
 
 
 def write_tokenizer(cfg: dict, out: Path) -> None:
@@ -245,6 +262,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "(--speculative-algorithm EAGLE/NEXTN with this directory as draft) reads them",
     )
     p.add_argument("--tokenizer", action="store_true", help="also write a word-level tokenizer (<t0> <t1> ...)")
+    p.add_argument("--index-topk-freq", type=int, help="state this sharing schedule in config.json (HF key); the "
+                   "Shared layers it gives get no indexer tensors")
+    p.add_argument("--index-skip-topk-offset", type=int, help="with --index-topk-freq (HF key; default 2)")
     p.add_argument("--max-shard-gb", type=float, default=4.0, help="split the weights into files of at most this size")
     return p.parse_args(argv)
 
@@ -254,9 +274,13 @@ def main(argv=None) -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device available")
     start = time.perf_counter()
-    cfg = json.loads(args.config.read_text())
     args.out.mkdir(parents=True, exist_ok=True)
-    write_config(args.config, args.out)
+    schedule = {"index_topk_freq": args.index_topk_freq} if args.index_topk_freq else {}
+    if args.index_skip_topk_offset is not None:
+        if not schedule:
+            raise SystemExit("error: --index-skip-topk-offset needs --index-topk-freq")
+        schedule["index_skip_topk_offset"] = args.index_skip_topk_offset
+    cfg = write_config(args.config, args.out, schedule)
     n_params = write_checkpoint(
         cfg,
         args.out,

@@ -7,7 +7,14 @@ Checks (one model, same seed, greedy decoding):
   3. indexer calls per forward == Full layers, Shared layers' index-key cache never written;
   4. CUDA graphs on and off, chunked prefill (prompts longer than --chunked-prefill-size), a radix-cache
      prefix hit, and 16 concurrent mixed-length requests vs their solo runs;
-  5. sensitivity (all-F and 1/4 differ on long prompts) and a prefill-speed sanity check at 64K.
+  5. sensitivity (all-F and 1/4 differ on long prompts) and a prefill-speed sanity check at 64K;
+  6. with --schedule-model (a checkpoint whose config states its own schedule and that ships no indexer weights
+     for its Shared layers, see make_random_checkpoint.py --index-topk-freq): served with no request == served
+     with that schedule requested explicitly, and both differ from stock SGLang's reading of the same config.
+
+Equality is judged by sglang_indexcache.bench.verdict: the mean |prompt-logprob difference| over every compared
+position against a noise floor measured in the same run (two launches of the same server, and one server
+answering the same cold prompt twice).
 
 Usage (GPU host with SGLang installed and this package installed next to it):
     python scripts/verify_gpu.py --model DIR --out results/
@@ -32,6 +39,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sglang_indexcache.bench import verdict  # noqa: E402
 from sglang_indexcache.bench.client import random_prompt  # noqa: E402
 from sglang_indexcache.bench.server import Server, map_file, num_layers  # noqa: E402
 from sglang_indexcache.schedule import pattern_from_freq  # noqa: E402
@@ -50,6 +58,7 @@ class ServerSpec:
     overrides: dict | None = None
     args: list = field(default_factory=list)
     gpus: int = 1
+    model: str | None = None  # another checkpoint than --model
 
 
 def prompts(seed: int = 0) -> list[list[int]]:
@@ -114,16 +123,6 @@ def time_prefill(port: int, length: int, repeats: int) -> list[float]:
     return times[1:]
 
 
-def compare(a: dict, b: dict) -> dict:
-    keys = sorted(a["solo"])
-    ids_equal = sum(a["solo"][k]["ids"] == b["solo"][k]["ids"] for k in keys)
-    lp = [abs(x - y) for k in keys for x, y in zip(a["solo"][k]["prompt_lp"], b["solo"][k]["prompt_lp"])]
-    long_keys = [k for k in keys if int(k.split("len")[1].split("-")[0]) > 8192]
-    long_lp = [abs(x - y) for k in long_keys for x, y in zip(a["solo"][k]["prompt_lp"], b["solo"][k]["prompt_lp"])]
-    return {"ids_equal": f"{ids_equal}/{len(keys)}", "all_ids_equal": ids_equal == len(keys),
-            "max_prompt_lp_diff": max(lp) if lp else None, "max_long_prompt_lp_diff": max(long_lp) if long_lp else None}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model")
@@ -133,11 +132,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", nargs="*", help="run only these server names")
     ap.add_argument("--gpus", type=int, default=1, help="GPUs on this host: lanes of single-GPU servers, and TP/PP runs")
+    ap.add_argument("--servers-per-gpu", type=int, default=1, help="single-GPU servers run side by side on each GPU")
+    ap.add_argument("--mem-fraction-static", default="0.5")
+    ap.add_argument("--schedule-model", help="a checkpoint whose config.json states its own sharing schedule")
     ap.add_argument("--report", type=Path, help="only rebuild the table from an earlier run's raw.json")
     args = ap.parse_args()
     if args.report:
         raw = json.loads(args.report.read_text())
         raw.setdefault("patterns", {"quarter": ""})
+        raw.setdefault("timings", {})
         raw.setdefault("prefill_len", args.prefill_len)
         print_table(report(raw))
         return
@@ -147,7 +150,8 @@ def main() -> None:
     quarter, half, irregular = check_patterns(n_layers)
     debug = str(tmp / "counters")
     kit = os.environ.get("GPUKIT_SGLANG_ARGS", "").split()
-    common = [*kit, "--skip-tokenizer-init", "--mem-fraction-static", "0.5", "--chunked-prefill-size", "8192",
+    common = [*kit, "--skip-tokenizer-init", "--mem-fraction-static", args.mem_fraction_static,
+              "--chunked-prefill-size", "8192",
               "--cuda-graph-max-bs", "16", "--context-length", "80000"]
     native = {"SGLANG_INDEXCACHE_DISABLE": "1"}
     servers = [
@@ -176,6 +180,15 @@ def main() -> None:
             ServerSpec("ours-1of4-pp2", overrides={"indexcache_map": map_file(tmp, "quarter", quarter)},
                    args=["--pp-size", "2"], gpus=2),
         ]
+    if args.schedule_model:
+        stated = json.loads((Path(args.schedule_model) / "config.json").read_text())
+        explicit = {k: stated[k] for k in verdict_schedule_keys(stated)}
+        servers += [
+            ServerSpec("sched-auto", model=args.schedule_model),  # nothing requested: the checkpoint's schedule
+            ServerSpec("sched-explicit", model=args.schedule_model, overrides=explicit),
+            ServerSpec("sched-explicit-again", model=args.schedule_model, overrides=explicit),
+            ServerSpec("sched-stock", model=args.schedule_model, env=native),  # SGLang's own reading: must differ
+        ]
     if args.only:
         servers = [s for s in servers if s.name in args.only]
     ps = prompts()
@@ -187,35 +200,42 @@ def main() -> None:
         if s.overrides is not None:
             flags += ["--json-model-override-args", json.dumps(s.overrides)]
         try:
-            with Server(s.name, args.model, port, flags, env={**s.env, "CUDA_VISIBLE_DEVICES": gpu_ids},
+            with Server(s.name, s.model or args.model, port, flags, env={**s.env, "CUDA_VISIBLE_DEVICES": gpu_ids},
                         logdir=args.out, ready_timeout=600):
                 results[s.name] = run_suite(port, ps)
-                if s.name in ("stock", "ours-allF", "ours-1of4"):
+                if s.name in ("stock", "ours-allF", "ours-1of4") and args.repeats > 0:
                     timings[s.name] = time_prefill(port, args.prefill_len, args.repeats)
         except Exception as e:  # noqa: BLE001 - record and go on with the other servers
             failures[s.name] = repr(e)
             print(f"[{s.name}] FAILED: {e}", flush=True)
             return
         print(f"[{s.name}] done in {time.time() - t0:.0f}s on GPU {gpu_ids}", flush=True)
+        save_raw()  # a run cut short keeps what it measured: --report rebuilds the table from it
+
+    patterns = {"quarter": quarter, "half": half, "irregular": irregular, "pp_reference": pp_effective}
+
+    def save_raw() -> dict:
+        counters = {f.name: json.loads(f.read_text()) for f in tmp.glob("counters.*")}
+        raw = {"results": dict(results), "timings": dict(timings), "failures": dict(failures),
+               "counters": counters, "patterns": patterns, "prefill_len": args.prefill_len}
+        (args.out / "raw.json").write_text(json.dumps(raw))
+        return raw
 
     single = [s for s in servers if s.gpus == 1]
-    lanes = [single[i::n_gpus] for i in range(n_gpus)]
+    n_lanes = n_gpus * args.servers_per_gpu
+    lanes = [single[i::n_lanes] for i in range(n_lanes)]
 
     def run_lane(i: int) -> None:
         for s in lanes[i]:
-            serve_and_check(s, str(i), args.port + 10 * i)
+            serve_and_check(s, str(i % n_gpus), args.port + 10 * i)
 
-    with cf.ThreadPoolExecutor(n_gpus) as pool:
-        list(pool.map(run_lane, range(n_gpus)))
+    with cf.ThreadPoolExecutor(n_lanes) as pool:
+        list(pool.map(run_lane, range(n_lanes)))
     for s in servers:
         if s.gpus > 1:
             serve_and_check(s, ",".join(str(i) for i in range(s.gpus)), args.port)
 
-    counters = {f.name: json.loads(f.read_text()) for f in tmp.glob("counters.*")}
-    patterns = {"quarter": quarter, "half": half, "irregular": irregular, "pp_reference": pp_effective}
-    raw = {"results": results, "timings": timings, "failures": failures, "counters": counters,
-           "patterns": patterns, "prefill_len": args.prefill_len}
-    (args.out / "raw.json").write_text(json.dumps(raw))
+    raw = save_raw()
     rows = report(raw)
     (args.out / "verify.json").write_text(json.dumps({"rows": rows, "patterns": patterns, "prefill_s": timings,
                                                       "failures": failures}, indent=1))
@@ -224,93 +244,116 @@ def main() -> None:
     print("\nstart-up lines:")
     for log in sorted(args.out.glob("server-*.log")):
         for line in log.read_text(errors="replace").splitlines():
-            if "IndexCache active" in line or "IndexCache requested" in line:
+            if "IndexCache active" in line or "IndexCache requested" in line or "IndexCache serves" in line:
                 print(f"  {log.stem}: {line.strip()[-220:]}")
     print_table(rows)
 
 
+# (check, a, b, the group whose floor judges it)
 EQUALITY = [
-    ("1 all-F plugin vs stock", "ours-allF", "stock"),
-    ("2 1/4 vs native", "ours-1of4", "native-1of4"),
-    ("2 1/2 (HF key) vs native", "ours-1of2", "native-1of2"),
-    ("2 irregular vs native", "ours-irregular", "native-irregular"),
-    ("4 1/4 graphs off vs native (graphs on)", "ours-1of4-nograph", "native-1of4"),
-    ("4 1/4 graphs off vs on", "ours-1of4-nograph", "ours-1of4"),
-    ("4 --tp 2 vs 1 GPU (1/4)", "ours-1of4-tp2", "ours-1of4"),
-    ("4 --pp-size 2 (stage 2 starts on S) vs 1 GPU, same effective map", "ours-1of4-pp2", "ours-pp-reference"),
+    ("1 all-F plugin vs stock", "ours-allF", "stock", "dense"),
+    ("2 1/4 vs native", "ours-1of4", "native-1of4", "dense"),
+    ("2 1/2 (HF key) vs native", "ours-1of2", "native-1of2", "dense"),
+    ("2 irregular vs native", "ours-irregular", "native-irregular", "dense"),
+    ("4 1/4 graphs off vs native (graphs on)", "ours-1of4-nograph", "native-1of4", "dense"),
+    ("4 1/4 graphs off vs on", "ours-1of4-nograph", "ours-1of4", "dense"),
+    ("4 --tp 2 vs 1 GPU (1/4)", "ours-1of4-tp2", "ours-1of4", "dense"),
+    ("4 --pp-size 2 (stage 2 starts on S) vs 1 GPU, same effective map", "ours-1of4-pp2", "ours-pp-reference", "dense"),
+    ("6 checkpoint schedule: no request vs requested explicitly", "sched-auto", "sched-explicit", "schedule"),
 ]
+MUST_DIFFER = [
+    ("5 sensitivity: all-F vs 1/4 must differ", "ours-allF", "ours-1of4", "dense"),
+    ("6 checkpoint schedule vs stock SGLang's reading (must differ)", "sched-auto", "sched-stock", "schedule"),
+]
+# Two launches of the same server per group; every server of the group adds its same-prompt repeat.
+LAUNCH_PAIRS = {"dense": ("stock-again", "stock"), "schedule": ("sched-explicit-again", "sched-explicit")}
+GROUP_OF = {"sched-": "schedule"}
+
+
+def verdict_schedule_keys(config: dict) -> list[str]:
+    from sglang_indexcache.keys import SCHEDULE_KEYS
+
+    return [k for k in SCHEDULE_KEYS if config.get(k) is not None]
+
+
+def _group(name: str) -> str:
+    return next((g for prefix, g in GROUP_OF.items() if name.startswith(prefix)), "dense")
+
+
+def _repeat(r: dict) -> verdict.Comparison:
+    key = f"p3-len{LONG[1]}-new{NEW_TOKENS[-1]}"  # prompts() puts LONG[1] at index 3; run_suite repeats it
+    return verdict.compare({key: r["repeat"]}, {key: r["solo"][key]})
+
+
+def _row(check: str, a: str, b, c: verdict.Comparison | None, floor: float | None, judged: str, **extra) -> dict:
+    row = {"check": check, "a": a, "b": b, "verdict": judged, **extra}
+    if c is not None:
+        row.update(c.as_dict(), ids_equal=f"{c.generations_equal}/{c.generations}",
+                   all_ids_equal=c.generations_equal == c.generations, floor=floor, x_floor=verdict.multiple(c, floor))
+    return row
 
 
 def report(raw: dict) -> list[dict]:
-    """Rows of the verification table. SGLang's DSA path is not bitwise reproducible (the same cold prompt on
-    one stock server can give other tokens), so a pair that is not identical is judged against the noise
-    floor: two launches of stock SGLang compared the same way."""
+    """Rows of the verification table, each pair judged against its group's noise floor (see bench.verdict)."""
     results, timings = raw["results"], raw["timings"]
-    rows = []
-    noise = None
-    if "stock" in results and "stock-again" in results:
-        floor = compare(results["stock-again"], results["stock"])
-        noise = floor["max_prompt_lp_diff"]
-        rows.append({"check": "0 noise floor: stock vs stock (two launches)", "a": "stock-again", "b": "stock",
-                     **floor, "verdict": "reference"})
-
-    def verdict_equal(c):
-        if c["all_ids_equal"]:
-            return "identical"
-        return "within noise" if noise is not None and c["max_prompt_lp_diff"] <= 1.5 * noise else "DIFFERS"
-
-    for check, a, b in EQUALITY:
+    rows, floors = [], {}
+    for group, (a, b) in LAUNCH_PAIRS.items():
+        launches = verdict.compare(results[a]["solo"], results[b]["solo"]) if a in results and b in results else None
+        repeats = {n: _repeat(r) for n, r in results.items() if _group(n) == group and "repeat" in r}
+        if launches is None and not repeats:
+            continue
+        floor = verdict.noise_floor([*repeats.values(), *([launches] if launches else [])])
+        floors[group] = floor
+        if launches:
+            rows.append(_row(f"0 {group} floor: two launches of {b}", a, b, launches, floor, "reference"))
+        for n, c in repeats.items():
+            rows.append(_row(f"0 {group} floor: same cold prompt twice on one server", n, n, c, floor, "reference"))
+    for check, a, b, group in EQUALITY:
         if a in results and b in results:
-            c = compare(results[a], results[b])
-            rows.append({"check": check, "a": a, "b": b, **c, "verdict": verdict_equal(c)})
-    if "ours-allF" in results and "ours-1of4" in results:
-        c = compare(results["ours-allF"], results["ours-1of4"])
-        sensitive = c["max_prompt_lp_diff"] > 2 * (noise or 0)
-        rows.append({"check": "5 sensitivity: all-F vs 1/4 must differ beyond noise", "a": "ours-allF",
-                     "b": "ours-1of4", **c, "verdict": "sensitive" if sensitive else "INSENSITIVE"})
+            c = verdict.compare(results[a]["solo"], results[b]["solo"])
+            rows.append(_row(check, a, b, c, floors.get(group), verdict.judge_equal(c, floors.get(group))))
+    for check, a, b, group in MUST_DIFFER:
+        if a in results and b in results:
+            c = verdict.compare(results[a]["solo"], results[b]["solo"])
+            rows.append(_row(check, a, b, c, floors.get(group), verdict.judge_different(c, floors.get(group))))
     for name, r in results.items():
-        if "repeat" in r:
-            first = r["solo"][f"p3-len{LONG[1]}-new{NEW_TOKENS[-1]}"]  # prompts() puts LONG[1] at index 3
-            lp = max(abs(x - y) for x, y in zip(r["repeat"]["prompt_lp"], first["prompt_lp"]))
-            rows.append({"check": "0 same cold prompt twice on one server", "a": name, "b": name,
-                         "all_ids_equal": r["repeat"]["ids"] == first["ids"], "max_prompt_lp_diff": lp,
-                         "verdict": "reproducible" if r["repeat"]["ids"] == first["ids"] and lp == 0 else "not bitwise"})
-        lp = max(abs(x - y) for x, y in zip(r["prefix_hit"]["prompt_lp"], r["prefix_cold"]["prompt_lp"]))
-        hit_equal = r["prefix_hit"]["ids"] == r["prefix_cold"]["ids"]
-        rows.append({"check": "4 radix prefix hit vs cold", "a": name, "b": name, "all_ids_equal": hit_equal,
-                     "max_prompt_lp_diff": lp,
-                     "verdict": "identical" if hit_equal else "within noise" if noise and lp <= 1.5 * noise
-                     else "DIFFERS"})
+        floor = floors.get(_group(name))
+        c = verdict.compare({"x": r["prefix_hit"]}, {"x": r["prefix_cold"]})
+        rows.append(_row("4 radix prefix hit vs cold", name, name, c, floor, verdict.judge_equal(c, floor)))
         same = sum(x == y for x, y in zip(r["burst_solo"], r["burst_concurrent"]))
-        rows.append({"check": "4 16 concurrent vs solo (ids equal)", "a": name, "b": name, "ids_equal": f"{same}/16",
-                     "all_ids_equal": same == 16, "verdict": "compare with stock's row"})
+        rows.append(_row("4 16 concurrent vs solo (ids equal)", name, name, None, None, "compare with stock's row",
+                         ids_equal=f"{same}/16", all_ids_equal=same == 16))
     quarter = raw["patterns"]["quarter"]
     for name, c in raw.get("counters", {}).items():
         full = [l for l, ch in enumerate(quarter) if ch == "F"]
         ok_calls = all(c["calls"].get(str(l), 0) == c["forwards"] for l in full) and \
             all(str(l) not in c["calls"] for l in range(len(quarter)) if l not in full)
         untouched = all(not c["index_k_written"][str(l)] for l in range(len(quarter)) if l not in full)
-        rows.append({"check": "3 indexer calls == F layers per forward; S index-K untouched", "a": name,
-                     "b": f"forwards={c['forwards']}", "all_ids_equal": ok_calls and untouched,
-                     "verdict": "ok" if ok_calls and untouched else "WRONG",
-                     "calls": c["calls"], "index_k_written": c["index_k_written"]})
-    speed = {k: float(np.median(v)) for k, v in timings.items()}
+        rows.append(_row("3 indexer calls == F layers per forward; S index-K untouched", name,
+                         f"forwards={c['forwards']}", None, None, "ok" if ok_calls and untouched else "WRONG",
+                         all_ids_equal=ok_calls and untouched, calls=c["calls"], index_k_written=c["index_k_written"]))
+    speed = {k: float(np.median(v)) for k, v in timings.items() if v}
     if "ours-allF" in speed and "ours-1of4" in speed:
         faster = speed["ours-1of4"] < speed["ours-allF"]
-        rows.append({"check": f"5 prefill {raw['prefill_len']} tokens: all-F time / 1/4 time", "a": "ours-allF",
-                     "b": "ours-1of4", "all_ids_equal": faster, "speedup": speed["ours-allF"] / speed["ours-1of4"],
-                     "median_s": speed, "verdict": "faster" if faster else "NOT FASTER"})
+        rows.append(_row(f"5 prefill {raw['prefill_len']} tokens: all-F time / 1/4 time", "ours-allF", "ours-1of4",
+                         None, None, "faster" if faster else "NOT FASTER", all_ids_equal=faster,
+                         speedup=speed["ours-allF"] / speed["ours-1of4"], median_s=speed))
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'check':66s} {'a':18s} {'b':18s} {'ids':6s} {'max lp diff':>11s} {'long-prompt':>11s}  verdict")
+    print(f"\n{'check':64s} {'a':20s} {'b':20s} {'ids':6s} {'tokens':>6s} {'positions':>9s} {'mean lp diff':>12s} "
+          f"{'x floor':>7s} {'max':>6s}  verdict")
     for r in rows:
-        lp, long_lp = r.get("max_prompt_lp_diff"), r.get("max_long_prompt_lp_diff")
+        agree, mean, x, peak = r.get("token_agreement"), r.get("mean_lp_diff"), r.get("x_floor"), r.get("max_lp_diff")
         extra = f"  speedup {r['speedup']:.2f}x" if "speedup" in r else ""
-        print(f"{r['check']:66s} {r['a']:18s} {str(r['b']):18s} {str(r.get('ids_equal', '')):6s} "
-              f"{('%.3g' % lp) if lp is not None else '':>11s} {('%.3g' % long_lp) if long_lp is not None else '':>11s}"
-              f"  {r.get('verdict', '')}{extra}")
+        print(f"{r['check']:64s} {r['a']:20s} {str(r['b']):20s} {str(r.get('ids_equal', '')):6s} "
+              f"{_fmt(agree, '.0%'):>6s} {str(r.get('positions', '')):>9s} {_fmt(mean, '.4f'):>12s} {_fmt(x, '.2f'):>7s} "
+              f"{_fmt(peak, '.3f'):>6s}  {r.get('verdict', '')}{extra}")
+
+
+def _fmt(value, spec: str) -> str:
+    return "" if value is None else format(value, spec)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,71 @@
+"""Equal-or-different verdicts against the noise floor (sglang_indexcache.bench.verdict) and verify_gpu's report."""
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+from sglang_indexcache.bench import verdict
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "verify_gpu.py"
+
+
+def run(lp, ids):
+    return {"ids": ids, "prompt_lp": lp}
+
+
+def test_mean_over_every_position_not_the_max():
+    a = {"p": run([-1.0] * 100, [1, 2, 3]), "q": run([-2.0] * 100, [4, 5])}
+    b = {"p": run([-1.0] * 99 + [-1.5], [1, 2, 9]), "q": run([-2.0] * 100, [4, 5])}
+    c = verdict.compare(a, b)
+    assert c.positions == 200 and math.isclose(c.mean_lp_diff, 0.5 / 200) and c.max_lp_diff == 0.5
+    assert (c.tokens_agree, c.tokens, c.generations_equal, c.generations) == (4, 5, 1, 2)
+    assert math.isclose(c.token_agreement, 0.8)
+    assert not c.identical and verdict.compare(a, a).identical
+
+
+def test_judged_against_the_floor():
+    floor_pair = verdict.compare({"p": run([0.0] * 10, [1])}, {"p": run([0.01] * 10, [2])})
+    repeat = verdict.compare({"p": run([0.0] * 10, [1])}, {"p": run([0.02] * 10, [1])})
+    floor = verdict.noise_floor([floor_pair, repeat])
+    assert math.isclose(floor, 0.02)  # the larger of two launches and one server's repeat
+    near = verdict.compare({"p": run([0.0] * 10, [1])}, {"p": run([0.028] * 10, [2])})
+    far = verdict.compare({"p": run([0.0] * 10, [1])}, {"p": run([0.05] * 10, [2])})
+    assert math.isclose(verdict.multiple(near, floor), 1.4)
+    assert verdict.judge_equal(near, floor) == "within noise" and verdict.judge_equal(far, floor) == "DIFFERS"
+    assert verdict.judge_different(far, floor) == "sensitive" and verdict.judge_different(near, floor) == "INSENSITIVE"
+    assert verdict.judge_equal(near, None) == "no floor"
+
+
+def test_non_finite_logprobs_differ():
+    c = verdict.compare({"p": run([0.0, 0.0], [1])}, {"p": run([0.0, float("nan")], [1])})
+    assert c.nonfinite == 1 and c.mean_lp_diff == 0.0
+    assert verdict.judge_equal(c, 0.01) == "DIFFERS" and verdict.judge_different(c, 0.01) == "sensitive"
+
+
+def _suite(lp, ids):
+    solo = {f"p{i}-len{n}-new24": run(list(lp), list(ids)) for i, n in enumerate([97, 1500, 9000, 17000])}
+    return {"solo": solo, "repeat": run(list(lp), list(ids)), "prefix_hit": run(lp, ids), "prefix_cold": run(lp, ids),
+            "burst_solo": [[1]] * 16, "burst_concurrent": [[1]] * 16}
+
+
+def test_verify_report_uses_each_groups_floor():
+    spec = importlib.util.spec_from_file_location("verify_gpu", SCRIPT)
+    verify = importlib.util.module_from_spec(spec)
+    sys.modules["verify_gpu"] = verify  # its dataclasses look their module up
+    spec.loader.exec_module(verify)
+    base = [-1.0] * 50
+    results = {
+        "stock": _suite(base, [1, 2]), "stock-again": _suite([-1.01] * 50, [1, 2]),
+        "ours-allF": _suite([-1.005] * 50, [1, 2]), "ours-1of4": _suite([-1.2] * 50, [1, 3]),
+        "sched-explicit": _suite(base, [1, 2]), "sched-explicit-again": _suite([-1.001] * 50, [1, 2]),
+        "sched-auto": _suite([-1.0005] * 50, [1, 2]), "sched-stock": _suite([-1.5] * 50, [7, 7]),
+    }
+    raw = {"results": results, "timings": {}, "patterns": {"quarter": ""}, "prefill_len": 0}
+    rows = {r["check"]: r for r in verify.report(raw)}
+    assert rows["1 all-F plugin vs stock"]["verdict"] == "within noise"
+    assert rows["5 sensitivity: all-F vs 1/4 must differ"]["verdict"] == "sensitive"
+    sched = rows["6 checkpoint schedule: no request vs requested explicitly"]
+    assert sched["verdict"] == "within noise" and math.isclose(sched["floor"], 0.001, rel_tol=1e-6)
+    assert rows["6 checkpoint schedule vs stock SGLang's reading (must differ)"]["verdict"] == "sensitive"
+    verify.print_table(list(rows.values()))
