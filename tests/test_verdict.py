@@ -56,7 +56,8 @@ def test_verify_report_uses_each_groups_floor():
     spec.loader.exec_module(verify)
     base = [-1.0] * 50
     results = {
-        "stock": {k: v for k, v in _suite(base, [1, 2]).items() if not k.startswith("burst")},  # --quick "stock-again": _suite([-1.01] * 50, [1, 2]),
+        "stock": {k: v for k, v in _suite(base, [1, 2]).items() if not k.startswith("burst")},  # --quick
+        "stock-again": _suite([-1.01] * 50, [1, 2]),
         "ours-allF": _suite([-1.005] * 50, [1, 2]), "ours-1of4": _suite([-1.2] * 50, [1, 3]),
         "sched-explicit": _suite(base, [1, 2]), "sched-explicit-again": _suite([-1.001] * 50, [1, 2]),
         "sched-auto": _suite([-1.0005] * 50, [1, 2]), "sched-stock": _suite([-1.5] * 50, [7, 7]),
