@@ -25,11 +25,14 @@ SGLang's dummy weights are so small that outputs barely depend on which tokens t
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures as cf
+import contextlib
 import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,7 +140,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", nargs="*", help="run only these server names")
     ap.add_argument("--gpus", type=int, default=1, help="GPUs on this host: lanes of single-GPU servers, and TP/PP runs")
-    ap.add_argument("--servers-per-gpu", type=int, default=1, help="single-GPU servers run side by side on each GPU")
+    ap.add_argument("--servers-per-gpu", type=int, default=1,
+                    help="single-GPU servers run side by side on each GPU (started one at a time)")
     ap.add_argument("--mem-fraction-static", default="0.5")
     ap.add_argument("--quick", action="store_true", help="leave out the 16-request concurrency check")
     ap.add_argument("--schedule-model", help="a checkpoint whose config.json states its own sharing schedule")
@@ -206,8 +210,12 @@ def main() -> None:
         if s.overrides is not None:
             flags += ["--json-model-override-args", json.dumps(s.overrides)]
         try:
-            with Server(s.name, s.model or args.model, port, flags, env={**s.env, "CUDA_VISIBLE_DEVICES": gpu_ids},
-                        logdir=args.out, ready_timeout=600):
+            with contextlib.ExitStack() as stack:
+                # SGLang sizes its KV pool from the free memory it sees before and after loading its weights, so
+                # servers sharing a GPU start one at a time (each takes --mem-fraction-static of what is left).
+                with starting[gpu_ids]:
+                    stack.enter_context(Server(s.name, s.model or args.model, port, flags, logdir=args.out,
+                                               env={**s.env, "CUDA_VISIBLE_DEVICES": gpu_ids}, ready_timeout=600))
                 results[s.name] = run_suite(port, ps, args.quick)
                 if s.name in ("stock", "ours-allF", "ours-1of4") and args.repeats > 0:
                     timings[s.name] = time_prefill(port, args.prefill_len, args.repeats)
@@ -227,6 +235,7 @@ def main() -> None:
         (args.out / "raw.json").write_text(json.dumps(raw))
         return raw
 
+    starting = collections.defaultdict(threading.Lock)
     single = [s for s in servers if s.gpus == 1]
     n_lanes = n_gpus * args.servers_per_gpu
     lanes = [single[i::n_lanes] for i in range(n_lanes)]
