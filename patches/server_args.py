@@ -6,7 +6,6 @@ same one-line message as ``sglang-indexcache validate``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -14,6 +13,8 @@ from pathlib import Path
 
 from sglang_indexcache.errors import MapError
 from sglang_indexcache.request import OVERRIDES, resolve_request
+from sglang_indexcache.safe_input import load_json_object
+from sglang_indexcache.switching import check_map_dir, switch_timeout
 
 from .env import ENV_EXTERNAL_PACKAGE, ENV_MAP, WORKER_PACKAGE
 from .process_map import export
@@ -31,6 +32,7 @@ def apply_server_args(registry: PatchRegistry) -> None:
 
     def make(original):
         def __post_init__(self):
+            check_overrides_json(self)  # before SGLang parses it, which fails with a traceback
             original(self)
             resolve_in_main_process(self)
 
@@ -39,16 +41,22 @@ def apply_server_args(registry: PatchRegistry) -> None:
     registry.wrap(cls, "__post_init__", make, patch="server_args")
 
 
+def check_overrides_json(server_args) -> None:
+    try:
+        load_json_object(server_args.json_model_override_args or "{}", OVERRIDES)
+    except MapError as e:
+        _refuse(e)
+
+
 def resolve_in_main_process(server_args) -> None:
     try:
-        try:
-            overrides = json.loads(server_args.json_model_override_args or "{}")
-        except json.JSONDecodeError as e:
-            raise MapError(OVERRIDES, "(json)", f"invalid JSON ({e.msg})", "pass a JSON object") from None
+        overrides = load_json_object(server_args.json_model_override_args or "{}", OVERRIDES)
         config, source = _model_config(server_args)
         layer_map = resolve_request(os.environ.get(ENV_MAP), overrides, config, source)
         if layer_map is None:
             return
+        check_map_dir(os.environ)
+        switch_timeout(os.environ)
         check_model_targets()
     except (MapError, IncompatibleSGLang) as e:
         _refuse(e)
