@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from . import schedule
 from .errors import MapError
-from .maps import shipped_maps
+from .maps import ShippedName, shipped_maps
 from .model_config import architecture, require_dsa
 from .safe_input import decode, load_yaml, read_map_bytes, short
 from .schema import MAX_LAYERS, MapFile, MapSection, Provenance, to_map_error
@@ -206,7 +206,7 @@ def _load_spec(path_or_name: str | Path) -> tuple[MapFile, str, str | None]:
 
 def _read(path_or_name: str | Path) -> tuple[str, str, str | None]:
     ref = str(path_or_name)
-    data = read_map_bytes(ref)
+    data = None if isinstance(path_or_name, ShippedName) else read_map_bytes(ref)
     if data is not None:
         return decode(data, ref), ref, None
     shipped = shipped_maps()

@@ -16,7 +16,7 @@ from typing import Any
 from .errors import MapError
 from .keys import ENV_MAP_DIR, ENV_SWITCH_TIMEOUT, MAP_KEY, SCHEDULE_KEYS
 from .layer_map import LayerMap
-from .maps import shipped_maps
+from .maps import ShippedName, shipped_maps
 from .request import parse_request, requested_map
 from .schema import MapRequest
 
@@ -61,7 +61,7 @@ def allowed_map_file(ref: str, map_dir: str | None) -> str:
     message whatever lies at ``ref``, so the answer reveals nothing about the server's files."""
     shipped = shipped_maps()
     if ref.removesuffix(".yaml") in shipped:
-        return ref.removesuffix(".yaml")
+        return ShippedName(ref.removesuffix(".yaml"))
     if map_dir:
         root = Path(map_dir).resolve()
         try:

@@ -113,3 +113,12 @@ def test_switch_timeout_and_map_dir_settings(tmp_path):
     check_map_dir({})
     with pytest.raises(MapError, match="not a directory"):
         check_map_dir({"SGLANG_INDEXCACHE_MAP_DIR": str(tmp_path / "missing")})
+
+
+def test_a_shipped_name_never_reads_a_file_of_that_name(tmp_path, monkeypatch):
+    (tmp_path / "glm-5").mkdir()
+    (tmp_path / "glm-5" / "searched-1of4").write_text("not: [a map\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MapError) as err:  # the shipped GLM-5 map, refused for this DeepSeek config
+        switch_request({"map": "glm-5/searched-1of4"}, CONFIG, "c.json", map_dir=str(tmp_path))
+    assert err.value.key == "model.architectures" and err.value.source == "glm-5/searched-1of4.yaml"
