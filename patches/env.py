@@ -1,6 +1,6 @@
 """Environment variables that carry the map to every SGLang process (kept import-free: read at start-up)."""
 
-ENV_MAP = "SGLANG_INDEXCACHE_MAP"  # user-facing: a map name or YAML path
+from sglang_indexcache.keys import ENV_MAP  # noqa: F401 - user-facing: a map name or YAML path
 ENV_PATTERN = "SGLANG_INDEXCACHE_PATTERN"  # resolved by the main process, read by spawned workers
 ENV_SOURCE = "SGLANG_INDEXCACHE_SOURCE"  # the map's name, for log lines
 ENV_DISABLE = "SGLANG_INDEXCACHE_DISABLE"  # set to 1: never arm, whatever is requested (e.g. to run SGLang's native sharing)

@@ -1,51 +1,66 @@
 """``POST /indexcache/map``: switch a running server to another layer map, without a restart.
 
-HTTP server (``http_server.app`` routes): validate the request against the model and the map the server
-started with (``sglang_indexcache.switching``), then take the tokenizer manager's ``model_update_lock`` as a
-writer, as SGLang's own weight updates do: requests in flight finish under the old map, new ones wait. Then
-send ``SwitchMapReq`` to every scheduler and wait for every data-parallel rank's answer.
+HTTP server (``http_server.app`` routes): check the admin key (``admin_auth``), read and validate the request
+against the model and the map the server started with (``sglang_indexcache.switching``; off the event loop,
+since it reads files), then take the tokenizer manager's ``model_update_lock`` as a writer, as SGLang's own
+weight updates do: requests in flight finish under the old map, new ones wait. Then send ``SwitchMapReq`` to
+every scheduler and wait for every data-parallel rank's answer. All of it within ``SGLANG_INDEXCACHE_SWITCH_TIMEOUT``
+seconds: past it, a ``CancelSwitchMapReq`` makes every rank still waiting drop the switch, the lock is released
+and the answer is 503, the server still serving the old map.
 
 Schedulers (``Scheduler.init_request_dispatcher``, ``Scheduler.process_input_requests``): a switch waits until
 the scheduler is fully idle (nothing running, waiting or still on the GPU), then flushes the radix cache and
 KV pool (prefixes were computed under the old map; a layer turning Full has no index keys for them) and
 only then gives each indexer its new role. All of it happens between forwards, on the scheduler thread, so
-no forward ever mixes two maps. TP ranks run the same loop in lockstep, so they switch in the same iteration.
+no forward ever mixes two maps. TP ranks receive the same messages in the same loop iteration and switch only
+after all of that iteration's messages (a cancel included) are handled, so they switch, or drop the switch,
+together.
 """
 
 
+import asyncio
 import importlib
 import logging
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
 
 from sglang_indexcache.counters import COUNTERS
 from sglang_indexcache.errors import MapError
 from sglang_indexcache.layer_map import LayerMap
-from sglang_indexcache.switching import check_switchable, switch_refusal, switch_request
+from sglang_indexcache.keys import ENV_MAP_DIR
+from sglang_indexcache.safe_input import load_json_object
+from sglang_indexcache.switching import ENDPOINT, check_switchable, switch_refusal, switch_request, switch_timeout
 
 from .indexer_forward import ROLE, LayerRole
 from .process_map import plan, requested_map
 from .registry import PatchRegistry
 from .status import set_switched, startup_map, status
-from .targets import (
-    AUTH_LEVEL,
-    COMMUNICATOR,
-    HTTP_APP,
-    HTTP_SERVER,
-    SCHEDULER_CLASS,
-    SWITCH_TARGETS,
-    TYPE_DISPATCHER,
-)
+from .targets import HTTP_APP, HTTP_SERVER, SCHEDULER_CLASS, SWITCH_TARGETS, TYPE_DISPATCHER
 
 logger = logging.getLogger("sglang_indexcache")
-PENDING = "_indexcache_pending_switch"  # Scheduler attribute: (request, loop iterations waited)
-MAX_WAIT_ITERATIONS = 1_000_000  # counted in loop iterations, not seconds, so every TP rank gives up together
+PENDING = "_indexcache_pending_switch"  # Scheduler attribute: the Pending switch of this scheduler
 ROUTE = "/indexcache/map"
+MAX_BODY_BYTES = 64 << 10
+ACTIVE_LABEL = "_indexcache_active_label"  # tokenizer manager attribute: the map the last switch made active
+CONFIRM_S = 10.0  # how long idle ranks have to confirm a commit or a cancel
 
 
 # ---------------------------------------------------------------- schedulers
 
 
+@dataclass
+class Pending:
+    """A switch on one scheduler: waiting to be idle, then ready (answered, map staged), then committed."""
+
+    req: Any
+    staged: Any = None  # the ProcessMap to switch to, once this rank answered ready
+    commit: Any = None  # the CommitSwitchMapReq, once every rank was ready
+
+
 def apply_switch_scheduler(registry: PatchRegistry) -> None:
-    from .switch_messages import SwitchMapReq
+    from .switch_messages import CancelSwitchMapReq, CommitSwitchMapReq, SwitchMapReq
 
     cls = SCHEDULER_CLASS.resolve()
     for target in SWITCH_TARGETS:
@@ -57,18 +72,21 @@ def apply_switch_scheduler(registry: PatchRegistry) -> None:
     def make_dispatcher(original):
         def init_request_dispatcher(self):
             original(self)
-            self._request_dispatcher += dispatcher_cls([(SwitchMapReq, lambda req: receive_switch(self, req))])
+            self._request_dispatcher += dispatcher_cls([
+                (SwitchMapReq, lambda req: receive_switch(self, req)),
+                (CommitSwitchMapReq, lambda req: receive_commit(self, req)),
+                (CancelSwitchMapReq, lambda req: receive_cancel(self, req)),
+            ])
 
         return init_request_dispatcher
 
     def make_inputs(original):
         def process_input_requests(self, recv_reqs):
             original(self, recv_reqs)
-            pending = getattr(self, PENDING, None)
-            if pending is not None:
-                out = try_switch(self)
-                if out is not None:
-                    self.send_to_tokenizer.send_output(out, pending[0])
+            if getattr(self, PENDING, None) is not None:
+                answer = advance(self)
+                if answer is not None:
+                    self.send_to_tokenizer.send_output(*answer)
 
         return process_input_requests
 
@@ -77,49 +95,77 @@ def apply_switch_scheduler(registry: PatchRegistry) -> None:
 
 
 def receive_switch(scheduler, req):
-    """Dispatcher entry: answer now (refused, or idle already) or leave the switch pending."""
+    """Dispatcher entry: refuse now, or leave the switch pending until this iteration's messages are handled
+    (a cancel in the same batch must win on every TP rank alike)."""
     if getattr(scheduler, PENDING, None) is not None:
-        return _refused("another map switch is pending")
+        return _refused(req, "another map switch is pending")
     refusal = _scheduler_refusal(scheduler)
     if refusal:
-        return _refused(refusal)
-    setattr(scheduler, PENDING, (req, 0))
-    return try_switch(scheduler)
+        return _refused(req, refusal)
+    setattr(scheduler, PENDING, Pending(req))
+    return None
 
 
-def try_switch(scheduler):
-    """Switch if the scheduler is fully idle; None to keep waiting. Any answer ends the pending switch."""
-    req, waited = getattr(scheduler, PENDING)
-    idle = scheduler.is_fully_idle()
-    if not idle and waited < MAX_WAIT_ITERATIONS:
-        setattr(scheduler, PENDING, (req, waited + 1))
+def receive_commit(scheduler, commit):
+    """Every rank is ready: switch (in this iteration's ``advance``, or once idle again)."""
+    pending = getattr(scheduler, PENDING, None)
+    if pending is None or pending.req.rid != commit.switch_rid or pending.staged is None:
+        return _refused(commit, "no switch is ready on this rank; nothing was switched")
+    pending.commit = commit
+    return None
+
+
+def receive_cancel(scheduler, cancel):
+    """The HTTP server gave up (a rank timed out or refused): drop the switch it names, if not committed."""
+    pending = getattr(scheduler, PENDING, None)
+    if pending is None or pending.req.rid != cancel.rid or pending.commit is not None:
         return None
     setattr(scheduler, PENDING, None)
-    if not idle:
-        return _refused(f"the scheduler did not become idle within {waited} iterations; nothing was switched")
-    try:
-        new = _process_map_for(req)
-    except MapError as e:
-        return _refused(str(e))
+    if pending.staged is not None:  # this rank answered ready already; the server has its answer
+        return None
+    return _refused(pending.req, "the scheduler did not become idle in time; the switch was cancelled and "
+                                 "nothing was switched")
+
+
+def advance(scheduler):
+    """Move the pending switch on when the scheduler is fully idle: answer ready, or switch once committed.
+    Returns (answer, request answered) or None."""
+    pending = getattr(scheduler, PENDING)
+    if not scheduler.is_fully_idle():
+        return None
+    if pending.staged is None:
+        try:
+            pending.staged = _process_map_for(pending.req)
+        except MapError as e:
+            setattr(scheduler, PENDING, None)
+            return _refused(pending.req, str(e)), pending.req
+        return _answer(pending.req, True, "ready"), pending.req
+    if pending.commit is None:
+        return None
+    setattr(scheduler, PENDING, None)
+    return switch_now(scheduler, pending.staged, pending.commit), pending.commit
+
+
+def switch_now(scheduler, new, commit):
     if not scheduler.flush_cache():
-        return _refused("flushing the cache failed; nothing was switched")
+        return _refused(commit, "flushing the cache failed; nothing was switched")
     changed = set_roles(_target_model(scheduler), new.effective)
     set_switched(new)
     COUNTERS.reset()
     logger.info("IndexCache switched: %s, pattern %s, %d/%d Full (%d layer roles changed; cache flushed)",
                 new.requested.source, new.effective.pattern, len(new.effective.full_layers),
                 new.effective.num_layers, changed)
-    return _answer(True, "switched")
+    return _answer(commit, True, "switched")
 
 
-def _answer(ok: bool, message: str):
+def _answer(req, ok: bool, message: str):
     from .switch_messages import SwitchMapReqOutput
 
-    return SwitchMapReqOutput(ok=ok, message=message, state=status() or {})
+    return SwitchMapReqOutput(ok=ok, message=message, state=status() or {}, rid=req.rid)
 
 
-def _refused(message: str):
-    return _answer(False, message)
+def _refused(req, message: str):
+    return _answer(req, False, message)
 
 
 def set_roles(model, effective: LayerMap) -> int:
@@ -165,61 +211,149 @@ def _target_model(scheduler):
 # ---------------------------------------------------------------- HTTP server
 
 
+class ReplyCollector:
+    """Every data-parallel rank's answer to one message, matched by request id.
+
+    Answers nobody waits for any more (to a switch the HTTP server gave up on) are dropped, so a late answer
+    can never be taken for the next switch's.
+    """
+
+    def __init__(self, fan_out: int):
+        self.fan_out = fan_out
+        self.waiting: dict[str, tuple[list, asyncio.Event]] = {}
+
+    def handle(self, out) -> None:
+        entry = self.waiting.get(out.rid)
+        if entry is not None:
+            entry[0].append(out)
+            if len(entry[0]) >= self.fan_out:
+                entry[1].set()
+
+    async def ask(self, send, req, timeout_s: float, on_timeout=None) -> tuple[list, bool]:
+        """Send ``req`` and wait up to ``timeout_s`` for every rank; then ``on_timeout()`` (the cancel) and
+        up to ``CONFIRM_S`` more. Returns (answers, whether every rank answered in time)."""
+        req.rid = req.rid or uuid.uuid4().hex
+        answers, done = self.waiting[req.rid] = ([], asyncio.Event())
+        try:
+            send(req)
+            if await _wait(done, timeout_s):
+                return answers, True
+            if on_timeout is not None:
+                on_timeout()
+                await _wait(done, CONFIRM_S)
+            return list(answers), False
+        finally:
+            del self.waiting[req.rid]
+
+
+async def _wait(event: asyncio.Event, timeout_s: float) -> bool:
+    try:
+        await asyncio.wait_for(event.wait(), timeout_s)
+        return True
+    except asyncio.TimeoutError:
+        return False
+
+
 def apply_switch_endpoint(registry: PatchRegistry) -> None:
-    from fastapi import Request
     from fastapi.responses import JSONResponse
-    from fastapi.routing import APIRoute
-    from sglang.srt.utils.auth import AuthLevel
+
+    from .admin_auth import admin_route
 
     app = HTTP_APP.resolve()
     http_server = importlib.import_module(HTTP_SERVER)
-    communicator_cls, dispatcher_cls = COMMUNICATOR.resolve(), TYPE_DISPATCHER.resolve()
+    dispatcher_cls = TYPE_DISPATCHER.resolve()
+    one_at_a_time = asyncio.Lock()
 
-    def communicator(tm):
+    def collector(tm) -> ReplyCollector:
         from .switch_messages import SwitchMapReqOutput
 
-        comm = tm.__dict__.get("_indexcache_switch_communicator")
-        if comm is None:
-            comm = communicator_cls(tm.send_to_scheduler, tm.server_args.dp_size)
-            tm._result_dispatcher += dispatcher_cls([(SwitchMapReqOutput, comm.handle_recv)])
-            tm._indexcache_switch_communicator = comm
-        return comm
+        replies = tm.__dict__.get("_indexcache_switch_replies")
+        if replies is None:
+            replies = ReplyCollector(tm.server_args.dp_size)
+            tm._result_dispatcher += dispatcher_cls([(SwitchMapReqOutput, replies.handle)])
+            tm._indexcache_switch_replies = replies
+        return replies
 
-    # No `from __future__ import annotations` in this module: FastAPI reads this annotation at runtime.
-    @AUTH_LEVEL.resolve()(AuthLevel.ADMIN_FORCE)
-    async def indexcache_switch_map(request: Request):
-        from .switch_messages import SwitchMapReq
+    def error(message: str, status: int, **extra):
+        return JSONResponse({**extra, "error": message}, status_code=status)
 
+    async def indexcache_switch_map(request):
         tm = http_server._global_state.tokenizer_manager
         try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        refusal = switch_refusal(tm.server_args)
-        if refusal:
-            return JSONResponse({"error": refusal}, status_code=400)
-        try:
-            layer_map = validate_switch(body, tm.server_args)
+            refusal = switch_refusal(tm.server_args)
+            if refusal:
+                return error(refusal, 400)
+            body = load_json_object(await _read_body(request), f"{ENDPOINT} body", MAX_BODY_BYTES)
+            timeout_s = switch_timeout(os.environ)
+            # Reading the model config and a map file is file I/O: keep it off the event loop.
+            layer_map = await asyncio.to_thread(validate_switch, body, tm.server_args)
         except MapError as e:
-            return JSONResponse({"error": str(e)}, status_code=400)
+            return error(str(e), 400)
         if getattr(tm, "is_pause", False):
-            return JSONResponse({"error": "generation is paused (/pause_generation); continue it first"},
-                                status_code=409)
+            return error("generation is paused (/pause_generation); continue it first", 409)
+        if one_at_a_time.locked():
+            return error("another map switch is in progress; retry when it has finished", 409)
+        async with one_at_a_time:
+            return await _switch(tm, layer_map, timeout_s)
+
+    async def _switch(tm, layer_map: LayerMap, timeout_s: float):
+        startup = requested_map()
+        old = tm.__dict__.get(ACTIVE_LABEL) or (startup.source if startup else "its current map")
+        unchanged = f"nothing was switched; the server still serves {old}"
         tm.auto_create_handle_loop()
-        async with tm.model_update_lock.writer_lock:  # in-flight requests finish first; new ones wait
-            replies = await communicator(tm)(SwitchMapReq(pattern=layer_map.pattern,
-                                                          source=layer_map.label))
-        failed = [r.message for r in replies if not r.ok]
-        body = {"switched": not failed, "map": layer_map.label, "pattern": layer_map.pattern,
-                "dp_ranks": [r.state for r in replies]}
-        if failed:
-            return JSONResponse({**body, "error": "; ".join(sorted(set(failed)))}, status_code=409)
-        return body
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:  # in-flight requests finish first; new ones wait
+            await asyncio.wait_for(tm.model_update_lock.acquire_writer(), timeout_s)
+        except asyncio.TimeoutError:
+            return error(f"requests in flight did not finish within {timeout_s:g} s; {unchanged}", 503)
+        try:
+            return await _two_phases(tm, layer_map, deadline - loop.time(), timeout_s, unchanged)
+        finally:
+            await tm.model_update_lock.release_writer()
+
+    async def _two_phases(tm, layer_map, remaining_s, timeout_s, unchanged):
+        """Every rank answers ready once idle; only then does any rank switch, so a rank that times out or
+        refuses leaves every rank on the old map."""
+        from .switch_messages import CancelSwitchMapReq, CommitSwitchMapReq, SwitchMapReq
+
+        replies, send = collector(tm), tm.send_to_scheduler.send_pyobj
+        body = {"switched": False, "map": layer_map.label, "pattern": layer_map.pattern}
+        switch = SwitchMapReq(pattern=layer_map.pattern, source=layer_map.label, rid=uuid.uuid4().hex)
+        cancel = lambda: send(CancelSwitchMapReq(rid=switch.rid))  # noqa: E731
+        ready, in_time = await replies.ask(send, switch, max(remaining_s, 0.001), on_timeout=cancel)
+        refused = sorted({r.message for r in ready if not r.ok})
+        if not in_time:
+            return error(f"the schedulers did not become idle within {timeout_s:g} s; the switch was cancelled, "
+                         f"{unchanged}", 503, **body, dp_ranks=[r.state for r in ready])
+        if refused:
+            cancel()  # the ranks that were ready drop it
+            return error(f"{'; '.join(refused)}; {unchanged}", 409, **body, dp_ranks=[r.state for r in ready])
+        done, in_time = await replies.ask(send, CommitSwitchMapReq(switch_rid=switch.rid), CONFIRM_S)
+        body["dp_ranks"] = [r.state for r in done]
+        failed = sorted({r.message for r in done if not r.ok})
+        if failed or not in_time:
+            return error("; ".join(failed) or f"{tm.server_args.dp_size - len(done)} rank(s) did not confirm the "
+                         "switch in time; they switch once idle", 409, **body)
+        tm.__dict__[ACTIVE_LABEL] = layer_map.label
+        return {**body, "switched": True}
 
     if any(getattr(r, "path", None) == ROUTE for r in app.router.routes):
         return
-    registry.append(app.router.routes, APIRoute(ROUTE, indexcache_switch_map, methods=["POST"]),
+    registry.append(app.router.routes, admin_route(ROUTE, "POST", indexcache_switch_map),
                     patch="map_switch_endpoint", what=f"POST {ROUTE}")
+
+
+async def _read_body(request) -> bytes:
+    """The body, refused past ``MAX_BODY_BYTES`` without reading the rest."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise MapError(f"{ENDPOINT} body", "(json)", f"larger than {MAX_BODY_BYTES} bytes",
+                           "send a small JSON object")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def validate_switch(body, server_args) -> LayerMap:
@@ -227,7 +361,7 @@ def validate_switch(body, server_args) -> LayerMap:
     from .server_args import _model_config
 
     config, source = _model_config(server_args)
-    layer_map = switch_request(body, config, source)
+    layer_map = switch_request(body, config, source, os.environ.get(ENV_MAP_DIR))
     startup = requested_map()
     if startup is None:
         raise MapError("POST /indexcache/map", "(server)", "this server was started without an IndexCache map",

@@ -9,7 +9,6 @@ whose indexer weights the checkpoint lacks, stops the launch with the same one-l
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -19,6 +18,8 @@ from sglang_indexcache.checkpoint import check_indexer_weights
 from sglang_indexcache.errors import MapError
 from sglang_indexcache.keys import REQUEST_KEYS
 from sglang_indexcache.request import OVERRIDES, checkpoint_schedule, resolve_request
+from sglang_indexcache.safe_input import load_json_object
+from sglang_indexcache.switching import check_map_dir, switch_timeout
 
 from .env import ENV_EXTERNAL_PACKAGE, ENV_MAP, WORKER_PACKAGE
 from .process_map import export
@@ -36,6 +37,7 @@ def apply_server_args(registry: PatchRegistry) -> None:
 
     def make(original):
         def __post_init__(self):
+            check_overrides_json(self)  # before SGLang parses it, which fails with a traceback
             original(self)
             resolve_in_main_process(self)
 
@@ -44,15 +46,18 @@ def apply_server_args(registry: PatchRegistry) -> None:
     registry.wrap(cls, "__post_init__", make, patch="server_args")
 
 
+def check_overrides_json(server_args) -> None:
+    try:
+        load_json_object(server_args.json_model_override_args or "{}", OVERRIDES)
+    except MapError as e:
+        _refuse(e)
+
+
 def resolve_in_main_process(server_args) -> None:
     """The map this launch serves: the request if there is one, else the checkpoint's own schedule, else none."""
     try:
-        try:
-            overrides = json.loads(server_args.json_model_override_args or "{}")
-        except json.JSONDecodeError as e:
-            raise MapError(OVERRIDES, "(json)", f"invalid JSON ({e.msg})", "pass a JSON object") from None
-        explicit = bool(os.environ.get(ENV_MAP)) or (isinstance(overrides, dict)
-                                                     and any(k in overrides for k in REQUEST_KEYS))
+        overrides = load_json_object(server_args.json_model_override_args or "{}", OVERRIDES)
+        explicit = bool(os.environ.get(ENV_MAP)) or any(k in overrides for k in REQUEST_KEYS)
         try:
             config, source = _model_config(server_args)
         except Exception:  # noqa: BLE001 - SGLang reports an unreadable model itself; with a request, so do we
@@ -65,6 +70,8 @@ def resolve_in_main_process(server_args) -> None:
             layer_map = checkpoint_schedule(_stated_config(server_args), source)
         if layer_map is None:
             return
+        check_map_dir(os.environ)
+        switch_timeout(os.environ)
         check_model_targets()
         if server_args.load_format != "dummy":
             check_indexer_weights(layer_map, server_args.model_path)

@@ -4,7 +4,8 @@
   effective pattern and the per-layer indexer call/skip counters. SGLang already relays this state from its
   schedulers to the HTTP server (``/server_info``).
 - ``GET /indexcache`` (HTTP server) returns those entries, one per data-parallel rank. It is an admin
-  endpoint: refused unless the server was started with ``--admin-api-key`` and the request carries it.
+  endpoint: refused unless the server was started with ``--admin-api-key`` and the request carries it
+  (checked by the endpoint itself, ``admin_auth``).
 - With ``--enable-metrics``, workers export ``sglang:indexcache_indexer_calls_total`` and
   ``sglang:indexcache_indexer_skips_total`` per layer and ``sglang:indexcache_full_layers``, updated at most
   once a second from the counters (never per layer call, to keep the forward path free of it).
@@ -18,7 +19,7 @@ import time
 from sglang_indexcache.counters import COUNTERS
 
 from .registry import PatchRegistry
-from .targets import AUTH_LEVEL, HTTP_APP, HTTP_SERVER, SCHEDULER_CLASS, SCHEDULER_STATE
+from .targets import HTTP_APP, HTTP_SERVER, SCHEDULER_CLASS, SCHEDULER_STATE
 
 _ACTIVE: dict = {"map": None, "startup": None, "rank": 0, "switches": 0}
 
@@ -79,20 +80,18 @@ def apply_scheduler_status(registry: PatchRegistry) -> None:
 def apply_admin_endpoint(registry: PatchRegistry) -> None:
     import importlib
 
-    from fastapi.routing import APIRoute
-    from sglang.srt.utils.auth import AuthLevel
+    from .admin_auth import admin_route
 
     app = HTTP_APP.resolve()
     http_server = importlib.import_module(HTTP_SERVER)
 
-    @AUTH_LEVEL.resolve()(AuthLevel.ADMIN_FORCE)
-    async def indexcache_status():
+    async def indexcache_status(_request):
         states = await http_server._global_state.tokenizer_manager.get_internal_state()
         return {"dp_ranks": [state.get("indexcache") for state in states]}
 
     if any(getattr(r, "path", None) == "/indexcache" for r in app.router.routes):
         return
-    registry.append(app.router.routes, APIRoute("/indexcache", indexcache_status, methods=["GET"]),
+    registry.append(app.router.routes, admin_route("/indexcache", "GET", indexcache_status),
                     patch="admin_endpoint", what="GET /indexcache")
 
 

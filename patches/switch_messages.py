@@ -22,3 +22,15 @@ class SwitchMapReqOutput(BaseReq):
     ok: bool
     message: str = ""
     state: dict = field(default_factory=dict)
+
+
+@dataclass
+class CommitSwitchMapReq(BaseReq):
+    """Every rank answered ready to the switch ``switch_rid``: switch now."""
+
+    switch_rid: str = ""
+
+
+@dataclass
+class CancelSwitchMapReq(BaseReq):
+    """The HTTP server gave up on the switch whose ``rid`` this carries: a rank not yet committed drops it."""

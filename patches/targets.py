@@ -138,7 +138,6 @@ SCHEDULER_IDLE = Target("sglang.srt.managers.scheduler", "Scheduler.is_fully_idl
 SCHEDULER_FLUSH = Target("sglang.srt.managers.scheduler", "Scheduler.flush_cache")
 TYPE_DISPATCHER = Target("sglang.utils", "TypeBasedDispatcher")
 BASE_REQ = Target("sglang.srt.managers.io_struct", "BaseReq")
-COMMUNICATOR = Target("sglang.srt.managers.tokenizer_communicator_mixin", "_Communicator", ("sender", "fan_out"))
 HTTP_SERVER = "sglang.srt.entrypoints.http_server"
 HTTP_APP = Target(HTTP_SERVER, "app")
 AUTH_LEVEL = Target("sglang.srt.utils.auth", "auth_level", ("level",))

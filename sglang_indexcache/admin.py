@@ -48,7 +48,8 @@ def status(url: str, admin_api_key: str) -> list[dict | None]:
 
 
 def switch_map(url: str, admin_api_key: str, map_ref: str | None = None, **schedule: Any) -> dict[str, Any]:
-    """Switch the server to ``map_ref`` (name or a YAML path the server can read) or to HF schedule keys
+    """Switch the server to ``map_ref`` (a shipped name, or a file in the server's
+    ``SGLANG_INDEXCACHE_MAP_DIR``) or to HF schedule keys
     (``index_topk_pattern=...``, ``index_topk_freq=..., index_skip_topk_offset=...``). Returns the server's
     answer; raises ``AdminError`` if the server refused."""
     body = {k: v for k, v in schedule.items() if v is not None}

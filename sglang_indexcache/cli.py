@@ -97,7 +97,7 @@ KeyOpt = Annotated[str, typer.Option(help="the server's --admin-api-key", envvar
 @app.command()
 @exits_with_one_line
 def switch(
-    map_: Annotated[Optional[str], typer.Argument(help="map name, or a YAML path the server can read")] = None,
+    map_: Annotated[Optional[str], typer.Argument(help="a shipped map name, or a file in the server's SGLANG_INDEXCACHE_MAP_DIR")] = None,
     pattern: Annotated[Optional[str], typer.Option(help="index_topk_pattern, e.g. FSSSFSSS")] = None,
     freq: Annotated[Optional[int], typer.Option(help="index_topk_freq")] = None,
     offset: Annotated[Optional[int], typer.Option(help="index_skip_topk_offset (with --freq)")] = None,
@@ -106,9 +106,12 @@ def switch(
 ) -> None:
     """Switch a running server to another map (POST /indexcache/map) and print the new pattern per rank."""
     from .admin import switch_map
+    from .switching import parse_switch_body
 
-    answer = switch_map(url, admin_api_key, map_, index_topk_pattern=pattern, index_topk_freq=freq,
-                        index_skip_topk_offset=offset)
+    schedule = {"index_topk_pattern": pattern, "index_topk_freq": freq, "index_skip_topk_offset": offset}
+    body = {k: v for k, v in {"map": map_, **schedule}.items() if v is not None}
+    parse_switch_body(body, "sglang-indexcache switch")  # the server's rules, checked before sending
+    answer = switch_map(url, admin_api_key, map_, **schedule)
     for rank, state in enumerate(answer["dp_ranks"]):
         print(f"dp rank {rank}: {state['pattern']} ({state['full_layers']}/{state['num_layers']} Full)")
 

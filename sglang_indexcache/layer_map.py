@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,10 @@ from pydantic import ValidationError
 
 from . import schedule
 from .errors import MapError
-from .maps import shipped_maps
+from .maps import ShippedName, shipped_maps
 from .model_config import architecture, require_dsa
-from .schema import MapFile, MapSection, Provenance, to_map_error
+from .safe_input import decode, load_yaml, read_map_bytes, short
+from .schema import MAX_LAYERS, MapFile, MapSection, Provenance, to_map_error
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ class LayerMap:
         ``num_layers`` binds a frequency map that does not state its layer count, and is checked against
         maps that do.
         """
+        if num_layers is not None and (type(num_layers) is not int or not 1 <= num_layers <= MAX_LAYERS):
+            raise MapError(short(str(path_or_name)), "num_layers", f"{num_layers} is not a layer count",
+                           f"give a whole number from 1 to {MAX_LAYERS}")
         return cls._from_spec(*_load_spec(path_or_name), num_layers)
 
     @classmethod
@@ -95,7 +100,7 @@ class LayerMap:
         config with none of them is all Full. Patterns may be strings or lists of F/S/full/shared.
         """
         num_layers = mapping.get("num_hidden_layers")
-        if not isinstance(num_layers, int) or num_layers < 1:
+        if type(num_layers) is not int or not 1 <= num_layers <= MAX_LAYERS:
             raise MapError(source, "num_hidden_layers", "missing or not a positive integer", "fix the config")
         if mapping.get("indexer_types") is not None:
             key, section = "indexer_types", _section(source, indexer_types=list(mapping["indexer_types"]))
@@ -120,9 +125,13 @@ class LayerMap:
     def num_layers(self) -> int:
         return len(self.pattern)
 
-    @property
+    @cached_property
     def full_layers(self) -> tuple[int, ...]:
         return tuple(l for l, c in enumerate(self.pattern) if c == schedule.FULL)
+
+    @cached_property
+    def _sources(self) -> tuple[int, ...]:
+        return tuple(schedule.source_layers(self.pattern))
 
     @property
     def ratio(self) -> float:
@@ -135,12 +144,15 @@ class LayerMap:
     def source_layer(self, layer: int) -> int:
         if not 0 <= layer < self.num_layers:
             raise IndexError(f"layer {layer} outside 0..{self.num_layers - 1}")
-        return max(l for l in self.full_layers if l <= layer)
+        return self._sources[layer]
 
     def served_layers(self) -> dict[int, tuple[int, ...]]:
-        """Full layer -> the Shared layers that read its indices."""
-        sources = schedule.source_layers(self.pattern)
-        return {f: tuple(l for l, s in enumerate(sources) if s == f and l != f) for f in self.full_layers}
+        """Full layer -> the Shared layers that read its indices (one pass: maps can be long)."""
+        served: dict[int, list[int]] = {f: [] for f in self.full_layers}
+        for layer, source in enumerate(self._sources):
+            if source != layer:
+                served[source].append(layer)
+        return {f: tuple(layers) for f, layers in served.items()}
 
     @property
     def indexer_types(self) -> list[str]:
@@ -183,12 +195,7 @@ class LayerMap:
 
 def _load_spec(path_or_name: str | Path) -> tuple[MapFile, str, str | None]:
     text, source, name = _read(path_or_name)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise MapError(source, "(file)", f"invalid YAML{where}", "fix the YAML syntax") from None
+    data = load_yaml(text, source)
     if not isinstance(data, dict):
         raise MapError(source, "(top level)", "not a mapping", "write the keys model:, map: and provenance:")
     try:
@@ -198,20 +205,16 @@ def _load_spec(path_or_name: str | Path) -> tuple[MapFile, str, str | None]:
 
 
 def _read(path_or_name: str | Path) -> tuple[str, str, str | None]:
-    path = Path(path_or_name)
-    if path.is_file():
-        try:
-            return path.read_text(), str(path), None
-        except (OSError, UnicodeDecodeError) as e:
-            raise MapError(str(path), "(file)", f"cannot read it ({e})", "check the path and its permissions") from None
+    ref = str(path_or_name)
+    data = None if isinstance(path_or_name, ShippedName) else read_map_bytes(ref)
+    if data is not None:
+        return decode(data, ref), ref, None
     shipped = shipped_maps()
-    name = str(path_or_name).removesuffix(".yaml")
+    name = ref.removesuffix(".yaml")
     if name in shipped:
         return shipped[name].read_text(), f"{name}.yaml", name
-    raise MapError(
-        str(path_or_name), "(file)", "no such file or shipped map",
-        f"pass a YAML path or one of: {', '.join(shipped)}",
-    )
+    raise MapError(short(ref), "(file)", "no such file or shipped map",
+                   f"pass a YAML path or one of: {', '.join(shipped)}")
 
 
 def _section(source: str, **rule: Any) -> MapSection:

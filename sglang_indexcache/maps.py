@@ -11,6 +11,10 @@ if TYPE_CHECKING:
 SUFFIX = ".yaml"
 
 
+class ShippedName(str):
+    """A map name that must load the shipped map, never a file of the same name in the working directory."""
+
+
 def _root() -> Traversable:
     return resources.files("sglang_indexcache.configs")
 

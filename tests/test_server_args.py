@@ -34,6 +34,7 @@ def server_args(tmp_path, monkeypatch):
             return ServerArgs(model_path=str(tmp_path), device="cuda", load_format="dummy",
                               json_model_override_args=json.dumps(overrides))
 
+    make.model_path = str(tmp_path)
     yield make
     REGISTRY.revert()
     for var in (ENV_PATTERN, ENV_SOURCE):  # exported by the hook itself, not through monkeypatch
@@ -67,6 +68,17 @@ def test_map_by_name_or_path(server_args, tmp_path, monkeypatch):
     ({"index_topk_pattern": "SFFFFFFF"}, None, "index_topk_pattern: layer 0 is S"),
     ({"index_topk_freq": 0}, None, "index_topk_freq: freq is 0"),
     ({"indexcache_map": "glm-5/searched-1of4", "index_topk_freq": 2}, None, "given together with index_topk_freq"),
+    ({"index_topk_freq": 2}, "glm-5/searched-1of4", "SGLANG_INDEXCACHE_MAP given together with index_topk_freq"),
+    ({"index_topk_freq": "4"}, None, "index_topk_freq: expected an integer, got a string"),
+    ({"index_topk_freq": True}, None, "index_topk_freq: expected an integer, got a boolean"),
+    ({"index_topk_freq": [4]}, None, "index_topk_freq: expected an integer, got a list"),
+    ({"index_topk_pattern": ["F"] * 8}, None, "index_topk_pattern: expected a string, got a list"),
+    ({"indexcache_map": 4}, None, "indexcache_map: expected a string, got a number"),
+    ({"indexcache_map": ""}, None, "indexcache_map: String should have at least 1 character"),
+    ({"index_topk_freq": None}, None, "index_topk_freq: is null"),
+    ({"index_skip_topk_offset": 3}, None, "index_skip_topk_offset: offset without freq"),
+    ({"index_topk_pattern": "FSFSFSFS", "index_topk_freq": 2}, None, "several schedules given"),
+    ({}, "x" * 5000, "SGLANG_INDEXCACHE_MAP: indexcache_map: String should have at most 4096 characters"),
 ])
 def test_bad_requests_stop_the_launch(server_args, monkeypatch, overrides, env_map, words):
     if env_map:
@@ -85,3 +97,35 @@ def test_autoload_request_detection():
     assert requested({}, argv + ["--json-model-override-args", '{"index_topk_freq": 4}'])
     assert requested({}, argv + ['--json-model-override-args={"indexcache_map": "x.yaml"}'])
     assert not requested({}, argv + ["--json-model-override-args", '{"rope_theta": 1}'])
+
+
+@pytest.mark.parametrize("raw, words", [
+    ('["index_topk_freq", 4]', "not a JSON object but a list"),
+    ('{"index_topk_freq": 4, "index_topk_freq": 2}', "duplicate key 'index_topk_freq'"),
+    ('{"index_topk_freq": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+])
+def test_override_json_that_is_no_request_stops_the_launch(server_args, raw, words):
+    from sglang.srt.server_args import ServerArgs
+
+    with pytest.raises(MapError, match=words):
+        with mock.patch.object(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0)):
+            ServerArgs(model_path=server_args.model_path, device="cuda", load_format="dummy",
+                       json_model_override_args=raw)
+    assert ENV_PATTERN not in os.environ
+
+
+def test_a_map_from_a_fifo_stops_the_launch_at_once(server_args, monkeypatch, tmp_path):
+    os.mkfifo(tmp_path / "map.yaml")
+    monkeypatch.setenv(ENV_MAP, str(tmp_path / "map.yaml"))
+    with pytest.raises(MapError, match="not a regular file"):
+        server_args()
+
+
+@pytest.mark.parametrize("env, value, words", [
+    ("SGLANG_INDEXCACHE_MAP_DIR", "/no/such/dir", "not a directory"),
+    ("SGLANG_INDEXCACHE_SWITCH_TIMEOUT", "soon", "not a positive number of seconds"),
+])
+def test_bad_switch_settings_stop_the_launch(server_args, monkeypatch, env, value, words):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(MapError, match=words):
+        server_args(index_topk_freq=2)

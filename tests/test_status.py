@@ -51,8 +51,9 @@ def test_scheduler_state_carries_the_map_and_counters(active, monkeypatch):
     assert "indexcache" not in Scheduler.get_internal_state(None, None).internal_state
 
 
-def endpoint_app(admin_api_key):
-    """A fresh FastAPI app with our route and SGLang's own auth middleware, configured as launch_server does."""
+def endpoint_app(admin_api_key, middleware=True):
+    """A fresh FastAPI app with our route and, with ``middleware``, SGLang's own auth middleware configured as
+    launch_server does with one tokenizer worker (with several it installs none)."""
     from fastapi import FastAPI
     from sglang.srt.utils.auth import add_api_key_middleware
 
@@ -62,39 +63,43 @@ def endpoint_app(admin_api_key):
     (route,) = [r for r in sglang_app.router.routes if getattr(r, "path", None) == "/indexcache"]
     app = FastAPI()
     app.router.routes.append(route)
-    add_api_key_middleware(app, api_key=None, admin_api_key=admin_api_key)
+    if middleware:
+        add_api_key_middleware(app, api_key=None, admin_api_key=admin_api_key)
     return app
 
 
-@pytest.fixture
-def tokenizer_manager(monkeypatch, active):
+def serve_state(monkeypatch, admin_key):
     from sglang.srt.entrypoints import http_server
 
     async def get_internal_state():
         return [{"indexcache": status()}, {"other": 1}]
 
-    monkeypatch.setattr(http_server, "_global_state",
-                        SimpleNamespace(tokenizer_manager=SimpleNamespace(get_internal_state=get_internal_state)))
+    tm = SimpleNamespace(get_internal_state=get_internal_state, server_args=SimpleNamespace(admin_api_key=admin_key))
+    monkeypatch.setattr(http_server, "_global_state", SimpleNamespace(tokenizer_manager=tm))
 
 
+# With --tokenizer-worker-num > 1 SGLang installs no auth middleware: the endpoint must refuse by itself.
+@pytest.mark.parametrize("middleware", [True, False], ids=["sglang-middleware", "no-middleware"])
 @pytest.mark.parametrize("admin_key, header, code", [
-    (None, None, None),  # no --admin-api-key: the endpoint is closed
+    (None, None, 403),  # no --admin-api-key: the endpoint is closed
+    (None, "Bearer anything", 403),
     ("secret", None, 401),
     ("secret", "Bearer wrong", 401),
+    ("secret", "secret", 401),  # not a bearer token
     ("secret", "Bearer secret", 200),
 ])
-def test_admin_endpoint(tokenizer_manager, admin_key, header, code):
+def test_admin_endpoint(monkeypatch, active, middleware, admin_key, header, code):
     from fastapi.testclient import TestClient
 
-    client = TestClient(endpoint_app(admin_key))
+    serve_state(monkeypatch, admin_key)
+    client = TestClient(endpoint_app(admin_key, middleware))
     response = client.get("/indexcache", headers={"Authorization": header} if header else {})
-    if code is None:
-        assert response.status_code in (401, 403)
-        return
     assert response.status_code == code
     if code == 200:
         ranks = response.json()["dp_ranks"]
         assert ranks[0]["pattern"] == "FSSSFSSS" and ranks[1] is None
+    else:
+        assert "dp_ranks" not in response.json()
 
 
 def test_admin_endpoint_is_reverted(active):

@@ -6,7 +6,14 @@ import pytest
 
 from sglang_indexcache import LayerMap
 from sglang_indexcache.errors import MapError
-from sglang_indexcache.switching import check_switchable, switch_refusal, switch_request
+from sglang_indexcache.switching import (
+    allowed_map_file,
+    check_map_dir,
+    check_switchable,
+    switch_refusal,
+    switch_request,
+    switch_timeout,
+)
 from sglang_cpu import tiny_dsa_config
 
 CONFIG = tiny_dsa_config(num_layers=8)
@@ -25,7 +32,8 @@ def test_request_by_pattern_freq_or_map_name(write_map):
         provenance:
           method: uniform
     """)
-    assert switch_request({"map": str(path)}, CONFIG, "c.json").pattern == "FSFSFSFS"
+    assert switch_request({"map": path.name}, CONFIG, "c.json", map_dir=str(path.parent)).pattern == "FSFSFSFS"
+    assert switch_request({"map": str(path)}, CONFIG, "c.json", map_dir=str(path.parent)).pattern == "FSFSFSFS"
 
 
 @pytest.mark.parametrize("body, key, words", [
@@ -33,7 +41,14 @@ def test_request_by_pattern_freq_or_map_name(write_map):
     (None, "(body)", "not a JSON object"),
     ({}, "(body)", "no map given"),
     ({"pattern": "FSSSFSSS"}, "pattern", "unknown key"),
-    ({"map": "x.yaml", "index_topk_freq": 2}, "indexcache_map", "given together"),
+    ({"map": "x.yaml", "index_topk_freq": 2}, "map", "given together"),
+    ({"map": "x.yaml", "index_skip_topk_offset": 2}, "map", "given together"),
+    ({"map": ""}, "map", "at least 1 character"),
+    ({"index_topk_freq": "4"}, "index_topk_freq", "expected an integer, got a string"),
+    ({"index_topk_freq": False}, "index_topk_freq", "expected an integer, got a boolean"),
+    ({"index_skip_topk_offset": 3}, "index_skip_topk_offset", "offset without freq"),
+    ({"index_topk_pattern": None}, "index_topk_pattern", "is null"),
+    ({"indexer_types": ["full", 1]}, "indexer_types.1", "expected a string, got a number"),
     ({"index_topk_pattern": "FSS"}, "index_topk_pattern", "8"),
     ({"index_topk_pattern": "SFFFFFFF"}, "index_topk_pattern", "layer 0 is S"),
 ])
@@ -66,3 +81,44 @@ def test_settings_that_cannot_switch():
                          ({"enable_two_batch_overlap": True}, "--enable-two-batch-overlap"),
                          ({"tokenizer_worker_num": 2}, "--tokenizer-worker-num")]:
         assert flag in switch_refusal(SimpleNamespace(**{**vars(ok), **change}))
+
+
+def test_map_files_only_from_the_map_dir(tmp_path, write_map):
+    inside = write_map("model: {architectures: [DeepseekV3ForCausalLM]}\nmap: {freq: 2}\nprovenance: {method: uniform}\n")
+    maps = inside.parent
+    assert allowed_map_file("glm-5/searched-1of4", None) == "glm-5/searched-1of4"  # shipped names always
+    assert allowed_map_file("glm-5/searched-1of4.yaml", str(maps)) == "glm-5/searched-1of4"
+    assert allowed_map_file("map.yaml", str(maps)) == str(inside.resolve())
+    (maps / "sub").mkdir()
+    assert allowed_map_file("sub/../map.yaml", str(maps)) == str(inside.resolve())
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.yaml"
+    outside.write_text("secret: 1\n")
+    (maps / "link.yaml").symlink_to(outside)
+    messages = set()
+    for ref in (str(outside), str(outside) + ".missing", f"../{outside.name}", "link.yaml", "/", ".", "", "a\0b"):
+        with pytest.raises(MapError) as err:
+            allowed_map_file(ref, str(maps))
+        messages.add(str(err.value))
+    assert len(messages) == 1  # one answer, whatever is at the path
+    with pytest.raises(MapError, match="started without SGLANG_INDEXCACHE_MAP_DIR"):
+        allowed_map_file(str(inside), None)
+
+
+def test_switch_timeout_and_map_dir_settings(tmp_path):
+    assert switch_timeout({}) == 120 and switch_timeout({"SGLANG_INDEXCACHE_SWITCH_TIMEOUT": "2.5"}) == 2.5
+    for bad in ("0", "-3", "nan", "inf", "ten"):
+        with pytest.raises(MapError, match="SGLANG_INDEXCACHE_SWITCH_TIMEOUT"):
+            switch_timeout({"SGLANG_INDEXCACHE_SWITCH_TIMEOUT": bad})
+    check_map_dir({"SGLANG_INDEXCACHE_MAP_DIR": str(tmp_path)})
+    check_map_dir({})
+    with pytest.raises(MapError, match="not a directory"):
+        check_map_dir({"SGLANG_INDEXCACHE_MAP_DIR": str(tmp_path / "missing")})
+
+
+def test_a_shipped_name_never_reads_a_file_of_that_name(tmp_path, monkeypatch):
+    (tmp_path / "glm-5").mkdir()
+    (tmp_path / "glm-5" / "searched-1of4").write_text("not: [a map\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MapError) as err:  # the shipped GLM-5 map, refused for this DeepSeek config
+        switch_request({"map": "glm-5/searched-1of4"}, CONFIG, "c.json", map_dir=str(tmp_path))
+    assert err.value.key == "model.architectures" and err.value.source == "glm-5/searched-1of4.yaml"
