@@ -24,7 +24,8 @@ from aiohttp import web
 
 class FakeServer:
     def __init__(self, prefill_s_per_token=1e-6, decode_s=0.002, capacity=100_000, fail_every=0, indexer_share=0.25,
-                 num_layers=None, startup_pattern=None, logprobs=None, flush_on_switch=False, port=None):
+                 num_layers=None, startup_pattern=None, logprobs=None, flush_on_switch=False, port=None,
+                 admin_api_key=None):
         self.prefill_s_per_token, self.decode_s = prefill_s_per_token, decode_s
         self.capacity, self.fail_every, self.indexer_share = capacity, fail_every, indexer_share
         self.requests = 0
@@ -34,6 +35,7 @@ class FakeServer:
         self.num_layers, self.logprobs, self.flush_on_switch, self.port = num_layers, logprobs, flush_on_switch, port
         self.startup_pattern = startup_pattern or ("F" * num_layers if num_layers else None)
         self.pattern = self.startup_pattern
+        self.admin_api_key = admin_api_key  # when set, the admin endpoints need it, as in SGLang
         self.switches: list[str] = []
         self.scored: list[tuple[str, tuple[int, ...]]] = []  # (pattern, prompt) of every prompt-logprob request
         self.cached: dict[tuple[int, ...], str] = {}  # prompt -> the map it was cached under
@@ -106,10 +108,19 @@ class FakeServer:
                 "num_layers": self.num_layers, "full_layers": self.pattern.count("F"),
                 "switchable_full_layers": [l for l, c in enumerate(self.startup_pattern) if c == "F"]}
 
+    def _refused(self, request):
+        if self.admin_api_key and request.headers.get("Authorization") != f"Bearer {self.admin_api_key}":
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        return None
+
     async def indexcache(self, request):
+        if refused := self._refused(request):
+            return refused
         return web.json_response({"dp_ranks": [self._indexcache_state()]})
 
     async def indexcache_map(self, request):
+        if refused := self._refused(request):
+            return refused
         pattern = (await request.json())["index_topk_pattern"]
         if len(pattern) != self.num_layers:
             return web.json_response({"error": f"{len(pattern)} layers"}, status=400)
@@ -126,6 +137,8 @@ class FakeServer:
         return web.json_response({"max_total_num_tokens": self.capacity})
 
     async def flush_cache(self, request):
+        if refused := self._refused(request):
+            return refused
         self.flushes += 1
         self.cached.clear()
         return web.Response(text="ok")

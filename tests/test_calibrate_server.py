@@ -39,7 +39,7 @@ def toy_logprobs(toy):
 
 @pytest.fixture
 def server(toy):
-    fake = FakeServer(num_layers=LAYERS, logprobs=toy_logprobs(toy))
+    fake = FakeServer(num_layers=LAYERS, logprobs=toy_logprobs(toy), admin_api_key="key")
     url = fake.start()
     yield fake, url
     fake.stop()
@@ -91,22 +91,28 @@ def test_refuses_another_layer_count(server, sequences):
         ServerScorer(url, "key", sequences, 6).check()
 
 
+def test_a_wrong_admin_key_is_bad_input(server, sequences):
+    _, url = server
+    with pytest.raises(InputError, match="HTTP 401"):
+        ServerScorer(url, "wrong", sequences, LAYERS).check()
+
+
 def test_unreachable_server_is_bad_input(sequences):
     with pytest.raises(InputError, match="cannot be reached"):
         ServerScorer("http://127.0.0.1:9", "key", sequences, LAYERS).check()
 
 
 def test_survives_a_server_restart_mid_search(toy, sequences):
-    reference = FakeServer(num_layers=LAYERS, logprobs=toy_logprobs(toy))
+    reference = FakeServer(num_layers=LAYERS, logprobs=toy_logprobs(toy), admin_api_key="key")
     url = reference.start()
     try:
         expected = greedy_search(ServerScorer(url, "key", sequences, LAYERS), 2)
     finally:
         reference.stop()
 
-    first = FakeServer(num_layers=LAYERS, logprobs=toy_logprobs(toy))
+    first = FakeServer(num_layers=LAYERS, logprobs=toy_logprobs(toy), admin_api_key="key")
     url = first.start()
-    second = FakeServer(num_layers=LAYERS, logprobs=toy_logprobs(toy), port=first.port)
+    second = FakeServer(num_layers=LAYERS, logprobs=toy_logprobs(toy), port=first.port, admin_api_key="key")
 
     def restart_after_some_maps():
         while len(first.switches) < 10:

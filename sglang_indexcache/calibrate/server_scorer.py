@@ -122,8 +122,9 @@ class ServerScorer:
 
     def _post(self, path: str, body: dict | None) -> Any:
         data = b"{}" if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method="POST",
-                                         headers={"Content-Type": "application/json"})
+        # /flush_cache is an admin endpoint once the server has an admin key; /generate ignores the header.
+        request = urllib.request.Request(f"{self.url}{path}", data=data, method="POST", headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {self.key}"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 text = response.read()
