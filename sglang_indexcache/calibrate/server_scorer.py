@@ -113,7 +113,10 @@ class ServerScorer:
                 "input_ids": chunk, "return_logprob": True, "logprob_start_len": 0,
                 "sampling_params": {"max_new_tokens": 1, "temperature": 0.0}})
             for ids, output in zip(chunk, outputs if isinstance(outputs, list) else [outputs]):
-                logprobs = [entry[0] for entry in output["meta_info"]["input_token_logprobs"][1:]]
+                entries = output["meta_info"]["input_token_logprobs"]
+                if len(entries) == len(ids) and entries[0][0] is None:
+                    entries = entries[1:]  # the first token has nothing to be predicted from
+                logprobs = [entry[0] for entry in entries]
                 if len(logprobs) != len(ids) - 1 or any(lp is None for lp in logprobs):
                     raise RuntimeError(f"{self.url}: expected {len(ids) - 1} prompt logprobs, got {len(logprobs)}")
                 total -= sum(logprobs)
