@@ -128,8 +128,8 @@ def status(url: UrlOpt = "http://127.0.0.1:30000", admin_api_key: KeyOpt = "") -
 @exits_with_one_line
 def calibrate(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option(help="Hugging Face checkpoint directory (config.json + weights)")],
-    data: Annotated[Path, typer.Option(help=".txt, .jsonl (text or input_ids per line) or a dataset directory")],
+    model: Annotated[str, typer.Option(help="Hugging Face checkpoint directory (config.json + weights), or testbed")],
+    data: Annotated[Path, typer.Option(help=".txt, .jsonl (text or input_ids per line), .npy token ids or a dataset directory")],
     out: Annotated[Path, typer.Option(help="directory for removal.json, the YAML maps and loss.png")],
     backend: Annotated[str, typer.Option(help="torch (in process) or server (a live SGLang server)")] = "torch",
     url: UrlOpt = "http://127.0.0.1:30000",

@@ -129,3 +129,24 @@ def test_bad_input_is_one_line_and_exit_2(checkpoint, tmp_path):
                     "no checkpoint to resume")
     one_line_exit_2(run_cli("--model", checkpoint, "--data", tmp_path / "missing.txt", "--out", out),
                     "missing.txt", "no such file")
+
+
+def test_testbed_by_name_with_its_indexer_file(tmp_path):
+    from sglang_indexcache.testbed import tiny_model as tiny_testbed
+    from sglang_indexcache.testbed.load import save_indexers
+
+    model = tiny_testbed(num_layers=4, index_topk=4)
+    base = tmp_path / "base"
+    model.lm.save_pretrained(base)
+    indexers = tmp_path / "indexers.safetensors"
+    save_indexers(model, indexers, {"base": str(base)}, dtype=torch.float32)
+    data = write_ids(tmp_path / "calib.jsonl", 2, 32, vocab=128)
+    out = tmp_path / "out"
+    result = run_cli("--model", f"testbed:{indexers}", "--data", data, "--out", out, "--seq-len", 16,
+                     "--ratios", 0.5, "--quiet")
+    assert result.returncode == 0, result.stderr
+    removal = json.loads((out / "removal.json").read_text())
+    assert len(removal["order"]) == 2 and removal["architectures"] == ["RetrofitDSA"]
+    assert LayerMap.load(out / "greedy-1of2.yaml").provenance.model == f"testbed:{indexers}"
+    missing = run_cli("--model", f"testbed:{tmp_path / 'none.safetensors'}", "--data", data, "--out", out)
+    one_line_exit_2(missing, "no indexer file")

@@ -91,3 +91,26 @@ def test_dataset_directory_without_datasets_says_so(tmp_path, monkeypatch):
     (tmp_path / "d").mkdir()
     with pytest.raises(InputError, match="needs the datasets package"):
         load_calibration(tmp_path / "d", None, seq_len=5, max_tokens=100)
+
+
+def test_npy_token_ids(tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "ids.npy", np.arange(30, dtype=np.uint16))
+    data = load_calibration(tmp_path / "ids.npy", None, seq_len=10, max_tokens=100)
+    assert data.sequences[2] == list(range(20, 30))
+    np.save(tmp_path / "bad.npy", np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(InputError, match="1-D array of non-negative integer"):
+        load_calibration(tmp_path / "bad.npy", None, seq_len=2, max_tokens=100)
+
+
+def test_the_tokenizer_loads_only_for_text(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text(json.dumps({"input_ids": list(range(12))}) + "\n")
+    loads = []
+    load_calibration(path, None, seq_len=4, max_tokens=100, load_tokenizer=lambda: loads.append(1))
+    assert not loads
+    path.write_text(json.dumps({"text": "abcdefgh"}) + "\n")
+    data = load_calibration(path, None, seq_len=4, max_tokens=100,
+                            load_tokenizer=lambda: loads.append(1) or CharTokenizer())
+    assert loads == [1] and len(data.sequences) == 2

@@ -1,5 +1,5 @@
-"""Calibration data: a ``.txt`` file, a ``.jsonl`` file (``text`` or ``input_ids`` per line) or a dataset saved
-with ``datasets.Dataset.save_to_disk``, cut into fixed-length token sequences.
+"""Calibration data: a ``.txt`` file, a ``.jsonl`` file (``text`` or ``input_ids`` per line), a ``.npy`` array of
+token ids, or a dataset saved with ``datasets.Dataset.save_to_disk``, cut into fixed-length token sequences.
 
 Documents are tokenised with the model's own tokenizer, joined with its end-of-sequence token and cut into
 sequences of ``seq_len`` tokens; every map is scored on exactly these sequences, in this order.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,13 +45,17 @@ class Calibration:
         return [torch.tensor(self.sequences[i:i + batch_size]) for i in range(0, len(self.sequences), batch_size)]
 
 
-def load_calibration(path: str | Path, tokenizer: Any, seq_len: int, max_tokens: int) -> Calibration:
-    """Read, tokenise and cut ``path``; ``tokenizer`` may be None when the data give ``input_ids``."""
+def load_calibration(path: str | Path, tokenizer: Any, seq_len: int, max_tokens: int,
+                     load_tokenizer: Callable[[], Any] | None = None) -> Calibration:
+    """Read, tokenise and cut ``path``; ``tokenizer`` may be None when the data give ``input_ids``, or come from
+    ``load_tokenizer`` on the first text (token ids need no tokenizer at all)."""
     path = Path(path)
     docs = read_documents(path)
     stream: list[int] = []
     for where, doc in docs:
         if isinstance(doc, str):
+            if tokenizer is None and load_tokenizer is not None:
+                tokenizer, load_tokenizer = load_tokenizer(), None
             if tokenizer is None:
                 raise InputError(where, TEXT, "text needs the model's tokenizer, and the model directory has none",
                                  "add the tokenizer files to the model directory, or give input_ids")
@@ -76,6 +81,8 @@ def read_documents(path: Path) -> list[tuple[str, str | list[int]]]:
     if not path.is_file():
         raise InputError(str(path), "(file)", "no such file or directory",
                          "pass a .txt file, a .jsonl file or a dataset directory")
+    if path.suffix == ".npy":
+        return [(str(path), _npy_ids(path))]
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
@@ -95,6 +102,21 @@ def read_documents(path: Path) -> list[tuple[str, str | list[int]]]:
             raise InputError(where, "(line)", f"invalid JSON ({e.msg})", "write one JSON object per line") from None
         docs.append((where, _document(record, where)))
     return docs
+
+
+def _npy_ids(path: Path) -> list[int]:
+    import numpy as np
+
+    try:
+        ids = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(str(path), "(file)", f"not a NumPy array file ({e})", "save token ids with numpy.save") from None
+    if ids.ndim != 1 or ids.dtype.kind not in "iu" or (ids.size and ids.min() < 0):
+        raise InputError(str(path), "(array)", f"a {ids.dtype} array of shape {ids.shape}",
+                         "give a 1-D array of non-negative integer token ids")
+    if ids.size == 0:
+        raise InputError(str(path), "(file)", "the array is empty", "give calibration tokens")
+    return ids.tolist()
 
 
 def _document(record: Any, where: str) -> str | list[int]:

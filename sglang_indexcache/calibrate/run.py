@@ -55,7 +55,8 @@ def calibrate(opts: Options) -> Outcome:
         raise InputError("--seq-len", "--seq-len", f"{seq_len} tokens is not more than the model's index_topk "
                          f"({topk}): every layer would select every token and all maps would score the same",
                          f"use --seq-len above {topk}")
-    data = load_calibration(opts.data, _tokenizer(opts.model, source), seq_len, opts.max_tokens)
+    data = load_calibration(opts.data, None, seq_len, opts.max_tokens,
+                            load_tokenizer=lambda: _tokenizer(opts.model, source))
     blocks = stage_blocks(num_layers, opts.stages) if opts.stages > 1 else None
     fixed = sorted({0, *(start for start, _ in blocks or ())})
     min_full = min(max(full_count(r, num_layers), len(fixed)) for r in opts.ratios)
@@ -124,18 +125,18 @@ def _check(opts: Options) -> tuple[dict[str, Any], str]:
 
 
 def _model_config(model: str) -> tuple[dict[str, Any], str]:
-    from ..inprocess.load import BY_NAME
+    from ..inprocess.load import TESTBED, is_named
 
-    if model in BY_NAME and not Path(model).exists():
-        return BY_NAME[model].config(), model  # type: ignore[attr-defined]
+    if is_named(model):
+        return TESTBED.config(model), model
     return load_model_config(model)
 
 
 def _tokenizer(model: str, source: str):
-    from ..inprocess.load import BY_NAME
+    from ..inprocess.load import TESTBED, is_named
 
-    if model in BY_NAME and not Path(model).exists():
-        return BY_NAME[model].tokenizer()  # type: ignore[attr-defined]
+    if is_named(model):
+        return TESTBED.tokenizer(model)
     directory = Path(source).parent
     if not any((directory / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json",
                                                            "tokenizer.model")):
