@@ -164,3 +164,18 @@ def test_knee_is_where_the_curve_bends():
     flat_then_steep = [1.0, 1.0, 1.01, 1.02, 1.5, 2.5]
     assert knee(7, 1.0, flat_then_steep) == 7 - 4
     assert knee(4, 1.0, [0.9, 0.8]) is None  # no rise, no knee
+
+
+@pytest.mark.parametrize("stages,min_full", [(1, 2), (1, 5), (3, 3), (3, 5), (4, 4)])
+def test_the_progress_total_is_the_number_of_candidates_scored(stages, min_full):
+    from sglang_indexcache.calibrate.run import evaluations_needed
+
+    model = ToyDSA(12, seed=6)
+    blocks = stage_blocks(12, stages) if stages > 1 else None
+    fixed = sorted({0, *(a for a, _ in blocks or ())})
+    state = greedy_search(TorchScorer(model, random_batches(model.vocab, count=1)), min_full, blocks=blocks)
+    assert evaluations_needed(12, fixed, blocks, min_full, None) == state.evaluations
+    halfway = SearchState.from_json({**state.to_json(), "order": state.order[:3], "loss": state.loss[:3],
+                                     "steps": state.steps[:3]})
+    if stages == 1:
+        assert evaluations_needed(12, fixed, None, min_full, halfway) == sum(range(min_full, 12 - 3))
