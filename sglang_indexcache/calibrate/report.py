@@ -91,7 +91,7 @@ def plot(path: Path, state: SearchState, maps: list[ChosenMap]) -> None:
     ax.set_ylabel("mean next-token loss")
     ax.invert_xaxis()
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
+    ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -162,11 +162,6 @@ def _winners(losses: dict[int, float], blocks: Sequence[tuple[int, int]] | None)
     return sorted(winners, key=lambda layer: (losses[layer], layer))
 
 
-def candidates_per_step(num_removable: int, num_steps: int) -> list[int]:
-    """How many candidates each step of a plain (one flip per step) search scores."""
-    return [num_removable - step for step in range(num_steps)]
-
-
 def knee(num_layers: int, base_loss: float, losses: Sequence[float]) -> int | None:
     """Full-layer count at the knee of loss vs layers removed: the point farthest below the chord from the
     first to the last point (the loss stays flat while easy layers go, then climbs). None without a bend."""
