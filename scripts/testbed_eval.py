@@ -33,7 +33,7 @@ def parse_patterns(patterns: list[str], maps: list[str], num_layers: int) -> dic
         from sglang_indexcache.layer_map import LayerMap
 
         layer_map = LayerMap.load(name, num_layers=num_layers)
-        out[layer_map.label()] = "".join("F" if layer_map.is_full(i) else "S" for i in range(num_layers))
+        out[Path(layer_map.label).stem] = layer_map.pattern
     return out
 
 
