@@ -11,9 +11,13 @@ A forward under a map depends, up to layer ``l``, only on the map's layers befor
 - A flip whose layer selects exactly the top-k it would inherit (the state entering it and the one leaving
   it carry equal indices in every batch) changes nothing downstream: its loss is the committed loss, at no
   cost.
+- A query with at most ``index_topk`` visible keys attends to all of them under any map, so the first
+  ``index_topk`` positions' states, and their losses, are the same under every map: their loss is computed
+  once, and each map's only over the positions after them (the unembedding is most of a small model's cost).
 
 Every reuse is exact (the same tensors a full forward computes), so the search makes the same choices as one
-that runs every candidate from the embedding (``naive.naive_search``), at a fraction of the layer forwards.
+that runs every candidate from the embedding (``naive.naive_search``), at a fraction of the layer forwards
+(the losses agree to rounding: the map-independent positions are summed apart).
 ``layer_forwards`` counts them, in passes of one layer over the whole calibration set.
 """
 
@@ -50,6 +54,7 @@ class TorchScorer:
         self.cache_bytes = cache_bytes
         self.layer_forwards = 0.0  # one unit: one layer over every batch
         self.skipped = 0  # candidates decided by equal top-k, without a forward
+        self._prefix_loss: tuple[float, int] | None = None  # summed loss and count of the map-independent positions
         self._embedded: list[LayerState] = []
         self._prefix: list[list[LayerState]] = []  # [layer][batch]: entering layer, under the committed map
         self._runs: dict[int, _Run] = {}
@@ -130,12 +135,26 @@ class TorchScorer:
             current = [self.model.layer(index, s, pattern[index] == FULL) for s in current]
             states[index + 1] = current
         self.layer_forwards += self.num_layers - start
-        total, count = 0.0, 0
-        for state, ids in zip(current, self.batches):
-            losses = self.model.token_losses(state, ids)
+        return states, self._mean_loss(current)
+
+    def _mean_loss(self, final: list[LayerState]) -> float:
+        fixed = self.model.index_topk  # positions 0 .. fixed-1 see at most index_topk keys
+        if self._prefix_loss is None:
+            total, count = 0.0, 0
+            for state, ids in zip(final, self.batches):
+                losses = self.model.token_losses(state, ids)[:, :fixed]
+                total += losses.double().sum().item()
+                count += losses.numel()
+            self._prefix_loss = (total, count)
+        total, count = self._prefix_loss
+        for state, ids in zip(final, self.batches):
+            if ids.shape[1] <= fixed + 1:
+                continue
+            tail = LayerState(state.hidden[:, fixed:], state.topk, state.extra)
+            losses = self.model.token_losses(tail, ids[:, fixed:])
             total += losses.double().sum().item()
             count += losses.numel()
-        return states, total / count
+        return total / count
 
     def _keep(self, run: _Run, states: dict[int, list[LayerState]]) -> None:
         """Keep a candidate's states for its next restart, within the cache budget (beyond it, that
