@@ -15,8 +15,16 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 
 setup: $(STAMP)
 
-# The main job on an embedded default: show a shipped map and check it against the bundled GLM-5 config.
+DEMO_OUT ?= calibration-demo
+
+# The main job on an embedded default: calibrate the testbed (SmolLM2-135M with its trained DSA indexers) on the
+# bundled prose calibration tokens, on CPU, writing its maps and loss curve; then show and validate the 1/4 map,
+# and a shipped map against the bundled GLM-5 config.
 demo: setup
+	$(VENV)/bin/sglang-indexcache calibrate --model testbed --data sglang_indexcache/testbed/splits/prose-calibration.npy \
+		--out $(DEMO_OUT) --ratios 0.5 0.25 --max-tokens 512 --device cpu
+	$(VENV)/bin/sglang-indexcache show $(DEMO_OUT)/greedy-1of4.yaml
+	$(VENV)/bin/sglang-indexcache validate $(DEMO_OUT)/greedy-1of4.yaml
 	$(VENV)/bin/sglang-indexcache show glm-5/searched-1of4
 	$(VENV)/bin/sglang-indexcache validate glm-5/searched-1of4 --model-config configs/models/glm-5/config.json
 

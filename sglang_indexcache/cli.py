@@ -1,4 +1,4 @@
-"""``sglang-indexcache``: inspect and validate layer maps."""
+"""``sglang-indexcache``: inspect, validate, calibrate and switch layer maps."""
 
 from __future__ import annotations
 
@@ -125,6 +125,53 @@ def status(url: UrlOpt = "http://127.0.0.1:30000", admin_api_key: KeyOpt = "") -
     from .admin import status as get_status
 
     print(json.dumps(get_status(url, admin_api_key), indent=1))
+
+
+@app.command(context_settings={"allow_extra_args": True})
+@exits_with_one_line
+def calibrate(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="Hugging Face checkpoint directory (config.json + weights), or testbed")],
+    data: Annotated[Path, typer.Option(help=".txt, .jsonl (text or input_ids per line), .npy token ids or a dataset directory")],
+    out: Annotated[Path, typer.Option(help="directory for removal.json, the YAML maps and loss.png")],
+    backend: Annotated[str, typer.Option(help="torch (in process) or server (a live SGLang server)")] = "torch",
+    url: UrlOpt = "http://127.0.0.1:30000",
+    admin_api_key: KeyOpt = "",
+    ratios: Annotated[str, typer.Option(help="Full-layer ratios to write maps for, e.g. --ratios 0.5 0.25 0.125")]
+    = "0.5 0.25 0.125",
+    resume: Annotated[bool, typer.Option(help="continue the search checkpointed in --out")] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda (torch backend)")] = "cpu",
+    seq_len: Annotated[Optional[int], typer.Option(help="tokens per sequence (default: twice index_topk)")] = None,
+    max_tokens: Annotated[int, typer.Option(help="calibration tokens to use at most")] = 65536,
+    batch_size: Annotated[int, typer.Option(help="sequences per forward or request")] = 4,
+    stages: Annotated[int, typer.Option(help="pipeline variant: blocks searched side by side, one flip each")] = 1,
+    cache_gb: Annotated[float, typer.Option(help="memory for reused hidden states (torch backend)")] = 4.0,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Greedy layer search: flip the Full layer whose removal raises the calibration loss least, repeat; write
+    the nested maps of every ratio, the removal order and the loss curve."""
+    from .calibrate.data import InputError
+    from .calibrate.run import Options
+    from .calibrate.run import calibrate as run_calibration
+    from .calibrate.server_scorer import ServerGone
+
+    values = [*ratios.split(), *ctx.args]
+    try:
+        parsed = [float(v) for v in values]
+    except ValueError:
+        raise InputError("--ratios", "--ratios", f"{' '.join(values)!r} are not all numbers",
+                         "give ratios like --ratios 0.5 0.25 0.125") from None
+    opts = Options(model=model, data=data, out=out, backend=backend, url=url, admin_api_key=admin_api_key,
+                   ratios=parsed, resume=resume, device=device, seq_len=seq_len, max_tokens=max_tokens,
+                   batch_size=batch_size, stages=stages, cache_gb=cache_gb, progress=not quiet)
+    try:
+        outcome = run_calibration(opts)
+    except ServerGone as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    for line in outcome.lines:
+        print(line)
+    print(f"wrote {out}/removal.json, {out}/loss.png and {', '.join(f'{m.name}.yaml' for m in outcome.maps)}")
 
 
 @app.command("list")

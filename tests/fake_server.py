@@ -2,7 +2,13 @@
 (OpenAI, streamed), ``/server_info``, ``/flush_cache``, ``/health`` and ``/start_profile``/``/stop_profile``,
 with latencies the tests can predict: prefill takes ``prefill_s_per_token * input length``, each further token
 ``decode_s``. A profile writes a PyTorch-profiler-shaped trace in which the indexer's range launched kernels
-taking ``indexer_share`` of the GPU time."""
+taking ``indexer_share`` of the GPU time.
+
+As an IndexCache server (``num_layers`` given): ``GET /indexcache`` and ``POST /indexcache/map`` with the
+subset rule against ``startup_pattern``, and prompt logprobs (``return_logprob``) from ``logprobs(pattern,
+ids)``. It keeps a radix-cache stand-in: a prompt scored again under another map without a flush in between
+counts in ``stale_hits`` (a real server would have reused a prefix computed under the old map). With
+``flush_on_switch`` False the switch leaves that cache alone, so only the client's own flush prevents it."""
 
 from __future__ import annotations
 
@@ -17,13 +23,23 @@ from aiohttp import web
 
 
 class FakeServer:
-    def __init__(self, prefill_s_per_token=1e-6, decode_s=0.002, capacity=100_000, fail_every=0, indexer_share=0.25):
+    def __init__(self, prefill_s_per_token=1e-6, decode_s=0.002, capacity=100_000, fail_every=0, indexer_share=0.25,
+                 num_layers=None, startup_pattern=None, logprobs=None, flush_on_switch=False, port=None,
+                 admin_api_key=None):
         self.prefill_s_per_token, self.decode_s = prefill_s_per_token, decode_s
         self.capacity, self.fail_every, self.indexer_share = capacity, fail_every, indexer_share
         self.requests = 0
         self.flushes = 0
         self.prompt_lengths: list[int] = []
         self.profiles: list[dict] = []
+        self.num_layers, self.logprobs, self.flush_on_switch, self.port = num_layers, logprobs, flush_on_switch, port
+        self.startup_pattern = startup_pattern or ("F" * num_layers if num_layers else None)
+        self.pattern = self.startup_pattern
+        self.admin_api_key = admin_api_key  # when set, the admin endpoints need it, as in SGLang
+        self.switches: list[str] = []
+        self.scored: list[tuple[str, tuple[int, ...]]] = []  # (pattern, prompt) of every prompt-logprob request
+        self.cached: dict[tuple[int, ...], str] = {}  # prompt -> the map it was cached under
+        self.stale_hits = 0
 
     async def _tokens(self, n_in, n_out):
         """Yield the running completion count as tokens are produced."""
@@ -41,6 +57,8 @@ class FakeServer:
         body = await request.json()
         if self._fail():
             return web.Response(status=500, text="injected failure")
+        if body.get("return_logprob"):
+            return web.json_response(self._prompt_logprobs(body))
         ids, n_out = body["input_ids"], body["sampling_params"]["max_new_tokens"]
         self.prompt_lengths.append(len(ids))
         if not body.get("stream"):
@@ -70,11 +88,59 @@ class FakeServer:
         await response.write(b"data: [DONE]\n\n")
         return response
 
+    def _prompt_logprobs(self, body):
+        assert body.get("logprob_start_len") == 0, "prompt logprobs need logprob_start_len 0"
+        prompts = body["input_ids"] if isinstance(body["input_ids"][0], list) else [body["input_ids"]]
+        outputs = []
+        for ids in prompts:
+            key = tuple(ids)
+            if self.cached.get(key, self.pattern) != self.pattern:
+                self.stale_hits += 1
+            self.cached[key] = self.pattern
+            self.scored.append((self.pattern, key))
+            logprobs = self.logprobs(self.pattern, ids)
+            entries = [[None, ids[0], None]] + [[lp, t, None] for lp, t in zip(logprobs, ids[1:])]
+            outputs.append({"output_ids": [7], "meta_info": {"input_token_logprobs": entries}})
+        return outputs if isinstance(body["input_ids"][0], list) else outputs[0]
+
+    def _indexcache_state(self):
+        return {"map": "fake", "pattern": self.pattern, "requested_pattern": self.pattern,
+                "num_layers": self.num_layers, "full_layers": self.pattern.count("F"),
+                "switchable_full_layers": [l for l, c in enumerate(self.startup_pattern) if c == "F"]}
+
+    def _refused(self, request):
+        if self.admin_api_key and request.headers.get("Authorization") != f"Bearer {self.admin_api_key}":
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        return None
+
+    async def indexcache(self, request):
+        if refused := self._refused(request):
+            return refused
+        return web.json_response({"dp_ranks": [self._indexcache_state()]})
+
+    async def indexcache_map(self, request):
+        if refused := self._refused(request):
+            return refused
+        pattern = (await request.json())["index_topk_pattern"]
+        if len(pattern) != self.num_layers:
+            return web.json_response({"error": f"{len(pattern)} layers"}, status=400)
+        missing = [l for l, c in enumerate(pattern) if c == "F" and self.startup_pattern[l] != "F"]
+        if missing:
+            return web.json_response({"error": f"layers {missing} were Shared at start-up"}, status=400)
+        self.pattern = pattern
+        self.switches.append(pattern)
+        if self.flush_on_switch:
+            self.cached.clear()
+        return web.json_response({"switched": True, "pattern": pattern, "dp_ranks": [self._indexcache_state()]})
+
     async def server_info(self, request):
         return web.json_response({"max_total_num_tokens": self.capacity})
 
     async def flush_cache(self, request):
+        if refused := self._refused(request):
+            return refused
         self.flushes += 1
+        self.cached.clear()
         return web.Response(text="ok")
 
     async def health(self, request):
@@ -112,10 +178,13 @@ class FakeServer:
         app.add_routes([web.post("/generate", self.generate), web.post("/v1/completions", self.completions),
                         web.get("/server_info", self.server_info), web.post("/flush_cache", self.flush_cache),
                         web.get("/health", self.health), web.post("/start_profile", self.start_profile),
-                        web.post("/stop_profile", self.stop_profile)])
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+                        web.post("/stop_profile", self.stop_profile), web.get("/indexcache", self.indexcache),
+                        web.post("/indexcache/map", self.indexcache_map)])
+        port = self.port
+        if port is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = self.port = s.getsockname()[1]
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
 
