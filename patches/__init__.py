@@ -15,6 +15,7 @@ exact original objects; targets are feature-detected in ``targets.py``):
 | ``admin_endpoint`` | ``http_server.app`` routes | ``GET /indexcache``: that state per data-parallel rank; an admin endpoint (needs ``--admin-api-key``) |
 | ``map_switch`` | ``scheduler.Scheduler.init_request_dispatcher`` / ``process_input_requests`` | schedulers take a ``SwitchMapReq``, wait until fully idle, flush the radix cache and KV pool, then give every indexer its role under the new map (between forwards, so no forward mixes two maps) |
 | ``map_switch_endpoint`` | ``http_server.app`` routes | ``POST /indexcache/map`` (admin): validate against the model and the start-up map, drain through the tokenizer manager's ``model_update_lock``, switch every rank |
+| ``topk_capture`` | ``nsa_indexer.Indexer.forward_cuda``, ``DeepseekV2ForCausalLM.forward`` | capture mode, only with ``SGLANG_INDEXCACHE_CAPTURE_DIR`` set (otherwise nothing is wrapped): the top-k of requests flagged by their ``rid`` is copied per layer and written after the forward, bounded in size, for ``sglang-indexcache analyze --url`` |
 | ``server_args`` | ``server_args.ServerArgs.__post_init__`` | main process only: resolve and validate the requested map against the model config before any weights load, and hand it to the spawned workers |
 
 Upstream status: SGLang 0.5.10.post1 carries indices between layers natively (``index_topk_freq``/
@@ -39,6 +40,7 @@ def apply_model_patches() -> None:
     from .model_checks import apply_model_checks
     from .shared_indexer_weights import apply_shared_indexer_weights
     from .status import apply_scheduler_status
+    from .topk_capture import apply_topk_capture
     from .targets import ATTENTION_CLASS, check_model_targets
 
     if REGISTRY.is_applied(ATTENTION_CLASS.resolve(), "__init__"):
@@ -51,6 +53,7 @@ def apply_model_patches() -> None:
     apply_scheduler_status(REGISTRY)
     apply_shared_indexer_weights(REGISTRY, plan_for)
     apply_switch_scheduler(REGISTRY)
+    apply_topk_capture(REGISTRY)
 
 
 def revert() -> None:

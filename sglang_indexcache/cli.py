@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from .admin import ENV_ADMIN_KEY, AdminError
+from .analysis.command import analyze
 from .errors import MapError
 from .layer_map import LayerMap
 from .maps import shipped_maps
@@ -122,6 +123,9 @@ def status(url: UrlOpt = "http://127.0.0.1:30000", admin_api_key: KeyOpt = "") -
     from .admin import status as get_status
 
     print(json.dumps(get_status(url, admin_api_key), indent=1))
+
+
+app.command("analyze")(exits_with_one_line(analyze))
 
 
 @app.command("list")

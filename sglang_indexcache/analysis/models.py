@@ -1,0 +1,67 @@
+"""Which :class:`~sglang_indexcache.inprocess.LayerwiseDSA` ``--model`` names, resolved before anything loads."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from .errors import InputError
+
+FIX = ("use 'testbed' (the retrofit testbed with its trained indexers), 'testbed:INDEXERS.safetensors', "
+       "a GlmMoeDsaForCausalLM checkpoint directory, or 'package.module:factory'")
+
+
+def resolve_model(spec: str):
+    """A zero-argument loader for ``spec`` (checked now, called later): returns ``(model, tokenizer or None)``."""
+    if spec == "testbed" or spec.startswith("testbed:"):
+        indexers = spec.partition(":")[2] or None
+        if indexers is not None and not Path(indexers).is_file():
+            raise InputError(indexers, "--model", "no such indexer file", FIX)
+        _module("sglang_indexcache.testbed.load", spec)
+        return lambda: _testbed(indexers)
+    path = Path(spec)
+    if path.is_dir():
+        config = path / "config.json"
+        if not config.is_file():
+            raise InputError(path, "--model", "the directory has no config.json", FIX)
+        architectures = json.loads(config.read_text()).get("architectures") or []
+        if "GlmMoeDsaForCausalLM" not in architectures:
+            raise InputError(config, "architectures", f"{architectures} has no in-process runner", FIX)
+        module = _module("sglang_indexcache.inprocess.glm_moe_dsa", spec)
+        return lambda: (module.GlmMoeDsaLayerwise.from_pretrained(path), _tokenizer(path))
+    module_name, _, factory = spec.partition(":")
+    if not factory:
+        raise InputError(spec, "--model", "is neither a directory nor 'module:factory'", FIX)
+    function = getattr(_module(module_name, spec), factory, None)
+    if not callable(function):
+        raise InputError(spec, "--model", f"{module_name} has no function {factory}", FIX)
+
+    def load():
+        made = function()
+        return made if isinstance(made, tuple) else (made, None)
+
+    return load
+
+
+def _module(name: str, spec: str):
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise InputError(spec, "--model", f"cannot import {name} ({e})", FIX) from None
+
+
+def _testbed(indexers: str | None):
+    from ..testbed.load import SHIPPED_INDEXERS, load_dsa, load_tokenizer
+
+    model = load_dsa(Path(indexers) if indexers else SHIPPED_INDEXERS)
+    return model, load_tokenizer()
+
+
+def _tokenizer(path: Path):
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError):
+        return None
