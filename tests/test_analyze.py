@@ -15,7 +15,7 @@ from sglang_indexcache.cli import app
 from sglang_indexcache.inprocess.runner import capture_topk
 from sglang_indexcache.kernels.naive import topk_overlap_naive
 from sglang_indexcache.layer_map import LayerMap
-from toy_dsa import DriftingDSA
+from drifting_dsa import DriftingDSA
 
 runner = CliRunner()
 SEQS = [list(range(3, 23)), list(range(30, 42)) * 2]
@@ -38,7 +38,7 @@ def expected_matrix(model, sequences, positions_from):
 
 def test_inprocess_cli_writes_json_figure_and_summary(tmp_path, data):
     out = tmp_path / "out"
-    result = runner.invoke(app, ["analyze", "--model", "toy_dsa:make", "--data", str(data), "--out", str(out),
+    result = runner.invoke(app, ["analyze", "--model", "drifting_dsa:make", "--data", str(data), "--out", str(out),
                                  "--map", str(_map(tmp_path, "FSFSSF")), "--no-progress"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "overlap.json").read_text())
@@ -91,7 +91,7 @@ def test_server_capture_equals_inprocess(tmp_path, data):
     finally:
         server.shutdown()
     assert result.exit_code == 0, result.output
-    inproc = runner.invoke(app, ["analyze", "--model", "toy_dsa:make", "--data", str(data), "--out",
+    inproc = runner.invoke(app, ["analyze", "--model", "drifting_dsa:make", "--data", str(data), "--out",
                                  str(tmp_path / "i"), "--no-progress"])
     server_report = json.loads((tmp_path / "s" / "overlap.json").read_text())
     inproc_report = json.loads((tmp_path / "i" / "overlap.json").read_text())
@@ -145,12 +145,12 @@ def test_capture_with_mismatched_stages_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--model", "toy_dsa:make", "--url", "http://x"], "--model/--url: need exactly one"),
+    (["--model", "drifting_dsa:make", "--url", "http://x"], "--model/--url: need exactly one"),
     (["--url", "http://127.0.0.1:9"], "--capture-dir: is needed with --url"),
-    (["--model", "toy_dsa:nothing"], "toy_dsa has no function nothing"),
+    (["--model", "drifting_dsa:nothing"], "drifting_dsa has no function nothing"),
     (["--model", "no.such.module:f"], "cannot import no.such.module"),
-    (["--model", "toy_dsa:make", "--map", "FSSSX"], "map.pattern: character 'X'"),
-    (["--model", "toy_dsa:make", "--map", "FSFS"], "map: has 4 layers, the model 6"),
+    (["--model", "drifting_dsa:make", "--map", "FSSSX"], "map.pattern: character 'X'"),
+    (["--model", "drifting_dsa:make", "--map", "FSFS"], "map: has 4 layers, the model 6"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, data, args, message):
     if "--map" in args and "X" in args[-1]:
@@ -168,9 +168,9 @@ def test_bad_input_is_one_line_exit_2(tmp_path, data, args, message):
 def test_bad_data_is_named(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"input_ids": [1, 2]}\n{"input_ids": "x"}\n')
-    result = runner.invoke(app, ["analyze", "--model", "toy_dsa:make", "--data", str(bad), "--out", str(tmp_path)])
+    result = runner.invoke(app, ["analyze", "--model", "drifting_dsa:make", "--data", str(bad), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "bad.jsonl: line 2: input_ids: is not a list of token ids" in result.output
-    result = runner.invoke(app, ["analyze", "--model", "toy_dsa:make", "--data", str(tmp_path / "missing.txt"),
+    result = runner.invoke(app, ["analyze", "--model", "drifting_dsa:make", "--data", str(tmp_path / "missing.txt"),
                                  "--out", str(tmp_path)])
     assert result.exit_code == 2 and "missing.txt: --data: no such file" in result.output
 
