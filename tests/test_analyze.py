@@ -200,3 +200,21 @@ def _map(tmp_path, pattern):
     path = tmp_path / "map.yaml"
     path.write_text(LayerMap(pattern).to_yaml(["Toy"], method="uniform"))
     return path
+
+
+def test_testbed_model_in_process(tmp_path):
+    """The retrofit testbed's tiny model through the same command (a real LayerwiseDSA, random weights)."""
+    from sglang_indexcache.testbed import tiny_model
+
+    seqs = [list(range(1, 41)), list(range(50, 90))]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"input_ids": s}) + "\n" for s in seqs))
+    result = runner.invoke(app, ["analyze", "--model", "sglang_indexcache.testbed:tiny_model", "--data", str(data),
+                                 "--out", str(tmp_path / "o"), "--no-progress", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "o" / "overlap.json").read_text())
+    model = tiny_model()
+    want = expected_matrix(model, seqs, model.index_topk)
+    torch.testing.assert_close(torch.tensor(report["matrix"]), torch.tensor(want, dtype=torch.float32), atol=1e-4,
+                               rtol=0)
+    assert report["index_topk"] == model.index_topk and report["layers"] == list(range(model.num_layers))
