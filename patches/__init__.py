@@ -20,7 +20,9 @@ exact original objects; targets are feature-detected in ``targets.py``):
 
 Upstream status: SGLang 0.5.10.post1 carries indices between layers natively (``index_topk_freq``/
 ``index_topk_pattern``) but drops them in two-batch overlap, falls back to a Shared layer's own indexer at
-pipeline-stage starts, and knows neither ``index_skip_topk_offset`` nor ``indexer_types``.
+pipeline-stage starts, and knows neither ``index_skip_topk_offset`` nor ``indexer_types``. It has no top-k
+capturer; 0.5.12.post1 and later return the indexer's top-k natively (``--enable-return-indexer-topk``), which
+``topk_capture`` should build on once that SGLang is supported.
 """
 
 from __future__ import annotations
