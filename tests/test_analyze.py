@@ -149,6 +149,7 @@ def test_capture_with_mismatched_stages_is_refused(tmp_path):
     (["--url", "http://127.0.0.1:9"], "--capture-dir: is needed with --url"),
     (["--model", "drifting_dsa:nothing"], "drifting_dsa has no function nothing"),
     (["--model", "no.such.module:f"], "cannot import no.such.module"),
+    (["--model", "testbed:/nonexistent/indexers.safetensors"], "--model: no such indexer file"),
     (["--model", "drifting_dsa:make", "--map", "FSSSX"], "map.pattern: character 'X'"),
     (["--model", "drifting_dsa:make", "--map", "FSFS"], "map: has 4 layers, the model 6"),
 ])
@@ -218,3 +219,17 @@ def test_testbed_model_in_process(tmp_path):
     torch.testing.assert_close(torch.tensor(report["matrix"]), torch.tensor(want, dtype=torch.float32), atol=1e-4,
                                rtol=0)
     assert report["index_topk"] == model.index_topk and report["layers"] == list(range(model.num_layers))
+
+
+def test_token_array_data_is_cut_into_windows(tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "code-heldout.npy", np.arange(3, 53, dtype=np.uint16))
+    result = runner.invoke(app, ["analyze", "--model", "drifting_dsa:make", "--data", str(tmp_path / "code-heldout.npy"),
+                                 "--seq-len", "16", "--out", str(tmp_path / "o"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "o" / "overlap.json").read_text())["positions"]["total"] == 3 * 16
+    np.save(tmp_path / "bad.npy", np.zeros((2, 2), dtype=np.float32))
+    result = runner.invoke(app, ["analyze", "--model", "drifting_dsa:make", "--data", str(tmp_path / "bad.npy"),
+                                 "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "not token ids" in result.output

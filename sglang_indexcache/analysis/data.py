@@ -1,4 +1,5 @@
-"""The prompts to analyse: JSON lines of ``{"input_ids": [...]}`` or ``{"text": "..."}``, or a plain text file."""
+"""The prompts to analyse: JSON lines of ``{"input_ids": [...]}`` or ``{"text": "..."}``, a plain text file, or
+a ``.npy`` array of token ids (one long stream, e.g. a tokenised corpus split; cut it with ``--seq-len``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-FIX = 'give a .txt file or JSON lines of {"input_ids": [ints]} or {"text": "..."}'
+FIX = 'give a .txt file, a .npy array of token ids, or JSON lines of {"input_ids": [ints]} or {"text": "..."}'
 
 
 def read_records(path: Path) -> list[dict]:
@@ -15,6 +16,16 @@ def read_records(path: Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "--data", "no such file", FIX)
+    if path.suffix == ".npy":
+        import numpy as np
+
+        try:
+            ids = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise InputError(path, "--data", f"not a numpy array ({e})", FIX) from None
+        if ids.ndim != 1 or ids.dtype.kind not in "iu" or not ids.size:
+            raise InputError(path, "--data", f"holds a {ids.dtype} array of shape {ids.shape}, not token ids", FIX)
+        return [{"input_ids": ids.astype(np.int64).tolist()}]
     if path.suffix != ".jsonl":
         text = path.read_text(encoding="utf-8")
         if not text.strip():

@@ -15,10 +15,11 @@ FIX = ("use 'testbed' (the retrofit testbed with its trained indexers), 'testbed
 def resolve_model(spec: str):
     """A zero-argument loader for ``spec`` (checked now, called later): returns ``(model, tokenizer or None)``."""
     if spec == "testbed" or spec.startswith("testbed:"):
-        indexers = spec.partition(":")[2] or None
-        if indexers is not None and not Path(indexers).is_file():
-            raise InputError(indexers, "--model", "no such indexer file", FIX)
-        _module("sglang_indexcache.testbed.load", spec)
+        load = _module("sglang_indexcache.testbed.load", spec)
+        indexers = spec.partition(":")[2] or str(load.SHIPPED_INDEXERS)
+        if not Path(indexers).is_file():
+            raise InputError(indexers, "--model", "no such indexer file",
+                             "train the testbed's indexers first, or name a file as testbed:FILE.safetensors")
         return lambda: _testbed(indexers)
     path = Path(spec)
     if path.is_dir():
@@ -51,11 +52,11 @@ def _module(name: str, spec: str):
         raise InputError(spec, "--model", f"cannot import {name} ({e})", FIX) from None
 
 
-def _testbed(indexers: str | None):
-    from ..testbed.load import SHIPPED_INDEXERS, load_dsa, load_tokenizer
+def _testbed(indexers: str):
+    from ..testbed.load import load_dsa, load_tokenizer
 
-    model = load_dsa(Path(indexers) if indexers else SHIPPED_INDEXERS)
-    return model, load_tokenizer()
+    model = load_dsa(Path(indexers))
+    return model, load_tokenizer(model.base if hasattr(model, "base") else "smollm2")
 
 
 def _tokenizer(path: Path):
