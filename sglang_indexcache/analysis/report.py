@@ -57,7 +57,8 @@ def summary_lines(report: dict) -> list[str]:
         + (", all with fewer than k visible keys" if p["trivial_only"] else "") + ")",
         f"mean adjacent overlap: {_fmt(s['mean_adjacent'])} (min {_fmt(s['min_adjacent'])})",
         f"blocks of similar layers (adjacent overlap >= {s['block_threshold']}): "
-        + ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in s["blocks"]),
+        + (", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in s["blocks"])
+           if any(a != b for a, b in s["blocks"]) else "none (no adjacent pair reaches it)"),
         "least like their predecessor: " + ", ".join(f"{x['layer']} ({_fmt(x['overlap'])})"
                                                      for x in s["least_like_predecessor"]),
     ]
