@@ -233,3 +233,29 @@ def test_token_array_data_is_cut_into_windows(tmp_path):
     result = runner.invoke(app, ["analyze", "--model", "drifting_dsa:make", "--data", str(tmp_path / "bad.npy"),
                                  "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "not token ids" in result.output
+
+
+def test_glm_checkpoint_directory(tmp_path):
+    """A GlmMoeDsaForCausalLM checkpoint directory, loaded all-Full whatever its schedule, as --model."""
+    from tiny_glm import tiny_model as tiny_glm
+
+    from sglang_indexcache.inprocess.glm_moe_dsa import GlmMoeDsaLayerwise
+
+    tiny_glm(num_layers=4).save_pretrained(tmp_path / "glm")
+    seqs = [list(range(1, 25))]
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"input_ids": seqs[0]}) + "\n")
+    result = runner.invoke(app, ["analyze", "--model", str(tmp_path / "glm"), "--data", str(data), "--out",
+                                 str(tmp_path / "o"), "--no-progress", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "o" / "overlap.json").read_text())
+    model = GlmMoeDsaLayerwise.from_pretrained(tmp_path / "glm")
+    want = expected_matrix(model, seqs, model.index_topk)
+    torch.testing.assert_close(torch.tensor(report["matrix"]), torch.tensor(want, dtype=torch.float32), atol=1e-4,
+                               rtol=0)
+
+
+def test_unreachable_server_is_one_line(tmp_path, data):
+    result = runner.invoke(app, ["analyze", "--url", "http://127.0.0.1:9", "--capture-dir", str(tmp_path), "--data",
+                                 str(data), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert result.exit_code == 1 and result.output.count("error:") == 1 and "cannot reach the server" in result.output

@@ -46,14 +46,12 @@ def analyze(
     out.mkdir(parents=True, exist_ok=True)
     if url is None:
         load = resolve_model(model)
-        acc, source = _inprocess(load, records, data, seq_len, max_sequences, device, backend, progress), {
-            "kind": "in-process", "model": model}
+        acc, source = _inprocess(load, records, data, seq_len, max_sequences, device, backend, progress,
+                                 layer_map), {"kind": "in-process", "model": model}
     else:
         acc, source = _server(url, records, capture_dir, api_key, max_sequences, backend, progress), {
             "kind": "server", "url": url}
-    if layer_map is not None and layer_map.num_layers != max(acc.layers) + 1:
-        raise InputError(map_, "map", f"has {layer_map.num_layers} layers, the model {max(acc.layers) + 1}",
-                         "give a map for this model")
+        check_map(layer_map, max(acc.layers) + 1)
     write_outputs(acc, out, layer_map, block_threshold, {**source, "data": str(data)})
 
 
@@ -70,24 +68,24 @@ def write_outputs(acc, out: Path, layer_map, block_threshold: float, source: dic
     return report
 
 
-def _inprocess(load, records, data, seq_len, max_sequences, device, backend, progress):
+def check_map(layer_map, num_layers: int) -> None:
+    if layer_map is not None and layer_map.num_layers != num_layers:
+        raise InputError(layer_map.label, "map", f"has {layer_map.num_layers} layers, the model {num_layers}",
+                         "give a map for this model")
+
+
+def _inprocess(load, records, data, seq_len, max_sequences, device, backend, progress, layer_map):
     import torch
 
+    from .data import token_sequences
     from .runs import analyse_inprocess
 
-    model, tokenizer = load()
-    sequences = _sequences(records, tokenizer, seq_len, max_sequences, data)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if isinstance(model, torch.nn.Module):
-        model = model.to(device)
+    model, tokenizer = load(device)
+    check_map(layer_map, model.num_layers)
+    sequences = token_sequences(records, tokenizer, seq_len, max_sequences, data)
     return analyse_inprocess(model, sequences, backend, progress)
-
-
-def _sequences(records, tokenizer, seq_len, max_sequences, data):
-    from .data import token_sequences
-
-    return token_sequences(records, tokenizer, seq_len, max_sequences, data)
 
 
 def _server(url, records, capture_dir, api_key, max_sequences, backend, progress):

@@ -13,14 +13,14 @@ FIX = ("use 'testbed' (the retrofit testbed with its trained indexers), 'testbed
 
 
 def resolve_model(spec: str):
-    """A zero-argument loader for ``spec`` (checked now, called later): returns ``(model, tokenizer or None)``."""
+    """A loader for ``spec`` (checked now, called later with the device): returns ``(model, tokenizer or None)``."""
     if spec == "testbed" or spec.startswith("testbed:"):
         load = _module("sglang_indexcache.testbed.load", spec)
         indexers = spec.partition(":")[2] or str(load.SHIPPED_INDEXERS)
         if not Path(indexers).is_file():
             raise InputError(indexers, "--model", "no such indexer file",
                              "train the testbed's indexers first, or name a file as testbed:FILE.safetensors")
-        return lambda: _testbed(indexers)
+        return lambda device: _testbed(indexers, device)
     path = Path(spec)
     if path.is_dir():
         config = path / "config.json"
@@ -30,7 +30,7 @@ def resolve_model(spec: str):
         if "GlmMoeDsaForCausalLM" not in architectures:
             raise InputError(config, "architectures", f"{architectures} has no in-process runner", FIX)
         module = _module("sglang_indexcache.inprocess.glm_moe_dsa", spec)
-        return lambda: (module.GlmMoeDsaLayerwise.from_pretrained(path), _tokenizer(path))
+        return lambda device: (module.GlmMoeDsaLayerwise.from_pretrained(path, device=device), _tokenizer(path))
     module_name, _, factory = spec.partition(":")
     if not factory:
         raise InputError(spec, "--model", "is neither a directory nor 'module:factory'", FIX)
@@ -38,9 +38,9 @@ def resolve_model(spec: str):
     if not callable(function):
         raise InputError(spec, "--model", f"{module_name} has no function {factory}", FIX)
 
-    def load():
-        made = function()
-        return made if isinstance(made, tuple) else (made, None)
+    def load(device):
+        model, tokenizer = made if isinstance(made := function(), tuple) else (made, None)
+        return _to(model, device), tokenizer
 
     return load
 
@@ -52,11 +52,16 @@ def _module(name: str, spec: str):
         raise InputError(spec, "--model", f"cannot import {name} ({e})", FIX) from None
 
 
-def _testbed(indexers: str):
+def _testbed(indexers: str, device: str):
     from ..testbed.load import load_dsa, load_tokenizer
 
-    model = load_dsa(Path(indexers))
-    return model, load_tokenizer(model.base if hasattr(model, "base") else "smollm2")
+    return load_dsa(Path(indexers)).to(device), load_tokenizer()
+
+
+def _to(model, device: str):
+    import torch
+
+    return model.to(device) if isinstance(model, torch.nn.Module) else model
 
 
 def _tokenizer(path: Path):
