@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
-
 import torch
 
 from ..kernels.overlap_result import PairwiseOverlap
@@ -72,9 +70,6 @@ class OverlapAccumulator:
 
     def bucket_range(self, bucket: int) -> tuple[int, int]:
         return self.edges[bucket], self.edges[bucket + 1]
-
-    def bucket_index(self, position: int) -> int:
-        return bisect.bisect_right(self.edges, position) - 1
 
 
 def _to_cpu(part: PairwiseOverlap) -> PairwiseOverlap:
