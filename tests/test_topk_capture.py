@@ -59,9 +59,10 @@ def capture(monkeypatch, tmp_path):
         for key, value in env.items():
             monkeypatch.setenv(key, str(value))
         apply_model_patches()
+        # Build as on a CUDA machine, where the op's dispatch binds forward_cuda at construction.
+        monkeypatch.setattr("sglang.srt.layers.utils.multi_platform._is_cuda", True)
         layers = build_decoder_layers(tiny_dsa_config(num_layers=len(pattern)), range(len(pattern)))
-        for layer in layers:  # what the op's dispatch binds on a CUDA machine (on this one it picks forward_cpu)
-            layer.self_attn.indexer._forward_method = layer.self_attn.indexer.forward_cuda
+        monkeypatch.setattr("sglang.srt.layers.utils.multi_platform._is_cuda", False)
         model = SimpleNamespace(layers=layers)
         return lambda fb: DeepseekV2ForCausalLM.forward(model, None, fb.positions, fb)
 
