@@ -79,8 +79,9 @@ class CaptureSink:
                 room = max(0, self.max_tokens - self.taken.get(rid, 0))
                 keep = min(lens[b], room)
                 entry = pending[rid] = {"keep": keep, "truncated": keep < lens[b], "layers": {},
-                                        "positions": positions[starts[b]:starts[b] + keep]}
-            entry["layers"][layer] = topk[starts[b]:starts[b] + entry["keep"]].clone()
+                                        "positions": positions[starts[b]:starts[b] + keep].to("cpu", copy=True)}
+            # To host memory at once: a long prefill chunk's rows of every layer would not fit beside the KV pool.
+            entry["layers"][layer] = topk[starts[b]:starts[b] + entry["keep"]].to("cpu", copy=True)
 
     def flush(self, forward_batch) -> None:
         pending = forward_batch.__dict__.pop(PENDING, None)

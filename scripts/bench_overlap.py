@@ -46,7 +46,8 @@ def generate(start: int, count: int, layers: int, k: int, device: str = "cuda") 
     offset = (q * 2_654_435_761) % visible
     e = torch.arange(k, device=device)
     step = coprime_steps(visible)
-    rows = (offset[None, :, None] + (e[None, None, :] + shift[:, None, None]) * step[None, :, None]) % visible[None, :, None]
+    window = e[None, None, :] + shift[:, None, None]
+    rows = (offset[None, :, None] + window * step[None, :, None]) % visible[None, :, None]
     rows = torch.where(e[None, None, :] < visible[None, :, None], rows, -1)
     return rows.to(torch.int32)
 
@@ -114,7 +115,8 @@ def bench_layers(layers: int, args, sms: int, configs: list[tuple[int, int, int]
         "tuning": tuning, "best": best,
         "side_by_side": {"positions": args.ref_positions, "num_tokens": total, "kernel_s": kernel_s,
                          "reference_s": ref_s, "ratio": ref_s / kernel_s, "equal": equal},
-        "all_positions": {"positions_run": run_positions, "kernel_s": run_s, "generation_s": gen_s, "chunks": -(-run_positions // args.chunk),
+        "all_positions": {"positions_run": run_positions, "kernel_s": run_s, "generation_s": gen_s,
+                          "chunks": -(-run_positions // args.chunk),
                           "reference_s_extrapolated": per_pos_ref * run_positions,
                           "mean_adjacent_overlap": adjacent},
     }
@@ -154,7 +156,8 @@ def main(argv=None) -> None:
         s, a, b = r["side_by_side"], r["all_positions"], r["best"]
         print(f"| {r['layers']} | {s['positions']} of {r['positions']} | {s['reference_s']:.3f} s | "
               f"{s['kernel_s']:.4f} s | {s['ratio']:.1f}x | {s['equal']} | {a['kernel_s']:.2f} s "
-              f"({a['positions_run']} x {r['k']}, {r['input_gb_int32'] * a['positions_run'] / r['positions']:.0f} GB) | {a['reference_s_extrapolated']:.0f} s | "
+              f"({a['positions_run']} x {r['k']}, {r['input_gb_int32'] * a['positions_run'] / r['positions']:.0f} GB) | "
+              f"{a['reference_s_extrapolated']:.0f} s | "
               f"block {b['block']}, {b['warps']} warps, {b['programs_per_sm']}/SM |")
 
 

@@ -225,8 +225,8 @@ def test_token_array_data_is_cut_into_windows(tmp_path):
     import numpy as np
 
     np.save(tmp_path / "code-heldout.npy", np.arange(3, 53, dtype=np.uint16))
-    result = runner.invoke(app, ["analyze", "--model", "drifting_dsa:make", "--data", str(tmp_path / "code-heldout.npy"),
-                                 "--seq-len", "16", "--out", str(tmp_path / "o"), "--no-progress"])
+    result = runner.invoke(app, ["analyze", "--model", "drifting_dsa:make", "--data",
+                                 str(tmp_path / "code-heldout.npy"), "--seq-len", "16", "--out", str(tmp_path / "o"), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "o" / "overlap.json").read_text())["positions"]["total"] == 3 * 16
     np.save(tmp_path / "bad.npy", np.zeros((2, 2), dtype=np.float32))

@@ -15,10 +15,12 @@ FIX_SOURCE = "give exactly one of --model (in-process) and --url (a server in ca
 
 
 def analyze(
-    data: Annotated[Path, typer.Option(help="prompts: .txt, or JSON lines of {\"input_ids\": [...]} or {\"text\": ...}")],
+    data: Annotated[Path, typer.Option(
+        help="prompts: .txt, .npy token ids, or JSON lines of {\"input_ids\": [...]} or {\"text\": ...}")],
     out: Annotated[Path, typer.Option(help="directory for overlap.json and heatmap.png")],
     model: Annotated[Optional[str], typer.Option(
-        help="in-process: 'testbed', 'testbed:INDEXERS.safetensors', a GlmMoeDsa checkpoint dir, 'module:factory'")] = None,
+        help="in-process: 'testbed', 'testbed:INDEXERS.safetensors', a GlmMoeDsa checkpoint dir, "
+             "'module:factory'")] = None,
     url: Annotated[Optional[str], typer.Option(help="a server started with SGLANG_INDEXCACHE_CAPTURE_DIR")] = None,
     capture_dir: Annotated[Optional[Path], typer.Option(help="with --url: the server's capture directory")] = None,
     api_key: Annotated[str, typer.Option(help="with --url: the server's --api-key", envvar="SGLANG_API_KEY")] = "",

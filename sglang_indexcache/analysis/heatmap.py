@@ -53,7 +53,8 @@ def write_heatmap(report: dict, path: Path, title: str = "") -> None:
         shared = [(where[s["layer"]], s["overlap"]) for s in mapped["shared"] if s["layer"] in where and
                   s["overlap"] is not None]
         if shared:
-            strip.scatter(*zip(*shared), color="red", s=10, zorder=3, label=f"Shared with its source ({mapped['label']})")
+            strip.scatter(*zip(*shared), color="red", s=10, zorder=3,
+                          label=f"Shared with its source ({mapped['label']})")
     strip.set_xlim(-0.5, n - 0.5)
     strip.set_ylim(0, 1.02)
     strip.set_xticks(ticks)
