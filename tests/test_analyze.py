@@ -259,3 +259,17 @@ def test_unreachable_server_is_one_line(tmp_path, data):
     result = runner.invoke(app, ["analyze", "--url", "http://127.0.0.1:9", "--capture-dir", str(tmp_path), "--data",
                                  str(data), "--out", str(tmp_path / "o"), "--no-progress"])
     assert result.exit_code == 1 and result.output.count("error:") == 1 and "cannot reach the server" in result.output
+
+
+def test_adjacent_overlap_agrees_with_the_testbed_evaluation():
+    """Two implementations of the same definition: the testbed's evaluation harness and this analysis."""
+    from sglang_indexcache.testbed import tiny_model
+    from sglang_indexcache.testbed.evaluate import adjacent_overlap
+
+    model = tiny_model()
+    ids = torch.arange(1, 49)[None]
+    acc = OverlapAccumulator(list(range(model.num_layers)), model.index_topk, 47, backend="torch")
+    acc.add(capture_topk(model, ids)[:, 0])
+    report = build_report(acc)
+    want = adjacent_overlap(model, ids)
+    assert [report["adjacent"][str(layer)] for layer in range(1, model.num_layers)] == pytest.approx(want, abs=1e-4)
