@@ -15,11 +15,14 @@ exact original objects; targets are feature-detected in ``targets.py``):
 | ``admin_endpoint`` | ``http_server.app`` routes | ``GET /indexcache``: that state per data-parallel rank; an admin endpoint (needs ``--admin-api-key``, checked by the endpoint itself in every HTTP mode: ``admin_auth``) |
 | ``map_switch`` | ``scheduler.Scheduler.init_request_dispatcher`` / ``process_input_requests`` | schedulers take a ``SwitchMapReq``, answer ready once fully idle, and on the commit flush the radix cache and KV pool and give every indexer its role under the new map (between forwards, so no forward mixes two maps); a cancel drops an uncommitted switch |
 | ``map_switch_endpoint`` | ``http_server.app`` routes | ``POST /indexcache/map`` (admin, key checked by the endpoint): validate against the model and the start-up map off the event loop, drain through the tokenizer manager's ``model_update_lock``, commit once every rank is ready, all within ``SGLANG_INDEXCACHE_SWITCH_TIMEOUT`` |
+| ``topk_capture`` | ``nsa_indexer.Indexer.forward_cuda``, ``DeepseekV2ForCausalLM.forward`` | capture mode, only with ``SGLANG_INDEXCACHE_CAPTURE_DIR`` set (otherwise nothing is wrapped): the top-k of requests flagged by their ``rid`` is copied per layer and written after the forward, bounded in size, for ``sglang-indexcache analyze --url`` |
 | ``server_args`` | ``server_args.ServerArgs.__post_init__`` | main process only: resolve and validate the requested map against the model config before any weights load, and hand it to the spawned workers |
 
 Upstream status: SGLang 0.5.10.post1 carries indices between layers natively (``index_topk_freq``/
 ``index_topk_pattern``) but drops them in two-batch overlap, falls back to a Shared layer's own indexer at
-pipeline-stage starts, and knows neither ``index_skip_topk_offset`` nor ``indexer_types``.
+pipeline-stage starts, and knows neither ``index_skip_topk_offset`` nor ``indexer_types``. It has no top-k
+capturer; 0.5.12.post1 and later return the indexer's top-k natively (``--enable-return-indexer-topk``), which
+``topk_capture`` should build on once that SGLang is supported.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def apply_model_patches() -> None:
     from .model_checks import apply_model_checks
     from .shared_indexer_weights import apply_shared_indexer_weights
     from .status import apply_scheduler_status
+    from .topk_capture import apply_topk_capture
     from .targets import ATTENTION_CLASS, check_model_targets
 
     if REGISTRY.is_applied(ATTENTION_CLASS.resolve(), "__init__"):
@@ -51,6 +55,7 @@ def apply_model_patches() -> None:
     apply_scheduler_status(REGISTRY)
     apply_shared_indexer_weights(REGISTRY, plan_for)
     apply_switch_scheduler(REGISTRY)
+    apply_topk_capture(REGISTRY)
 
 
 def revert() -> None:

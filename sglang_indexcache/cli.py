@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from .admin import ENV_ADMIN_KEY, AdminError
+from .analysis.command import analyze
 from .errors import MapError
 from .layer_map import LayerMap
 from .maps import shipped_maps
@@ -172,6 +173,9 @@ def calibrate(
     for line in outcome.lines:
         print(line)
     print(f"wrote {out}/removal.json, {out}/loss.png and {', '.join(f'{m.name}.yaml' for m in outcome.maps)}")
+
+
+app.command("analyze")(exits_with_one_line(analyze))
 
 
 @app.command("list")

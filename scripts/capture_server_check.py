@@ -1,0 +1,113 @@
+"""Server capture mode on a real SGLang: capture, reduce on the GPU, and compare with a second capture.
+
+Launches one server (all-Full map, capture mode on, no radix cache so every capture is a full prefill, chunked
+prefill so prompts span several forwards), sends the prompts as flagged requests twice and once unflagged,
+and checks: every flagged request left a capture of every layer and position (the unflagged one none); the
+Triton kernel and the torch reference agree exactly on the captured indices; and how far two captures of the
+same prompts differ (SGLang's DSA path is not bitwise reproducible: this is the floor any comparison of
+captures has to be judged against). Runs ``sglang-indexcache analyze --url`` end to end as well.
+
+    python scripts/capture_server_check.py --model /tmp/rand-dsa --out results/capture-check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import requests
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sglang_indexcache.analysis.capture_files import ENV_CAPTURE_DIR, request_dir  # noqa: E402
+from sglang_indexcache.analysis.runs import capture_from_server  # noqa: E402
+from sglang_indexcache.bench.client import random_prompt  # noqa: E402
+from sglang_indexcache.bench.server import Server, map_file, num_layers  # noqa: E402
+from sglang_indexcache.kernels.naive import topk_overlap_naive  # noqa: E402
+from sglang_indexcache.kernels.topk_overlap import topk_overlap  # noqa: E402
+
+
+def adjacent_diff(a, b) -> float:
+    """Mean |difference| of the per-position adjacent-layer overlaps of two captures (label-free: the indices
+    are KV-cache slots, which differ between runs, but each capture's overlaps do not depend on them)."""
+    return float((a.adjacent - b.adjacent).abs().nanmean())
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="a servable DSA checkpoint (scripts/make_random_checkpoint.py)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--port", type=int, default=31500)
+    ap.add_argument("--prompts", type=int, default=3)
+    ap.add_argument("--prompt-len", type=int, default=5000)
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp())
+    captures_dir = tmp / "captures"
+    layers = num_layers(args.model)
+    rng = np.random.default_rng(0)
+    records = [{"input_ids": random_prompt(rng, args.prompt_len)} for _ in range(args.prompts)]
+    data = tmp / "prompts.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    kit = os.environ.get("GPUKIT_SGLANG_ARGS", "").split()
+    server_args = [*kit, "--skip-tokenizer-init", "--disable-radix-cache", "--disable-cuda-graph",
+                   "--chunked-prefill-size", "4096", "--mem-fraction-static", "0.5", "--context-length", "16384"]
+    env = {"SGLANG_INDEXCACHE_MAP": map_file(tmp, "allF", "F" * layers), ENV_CAPTURE_DIR: str(captures_dir)}
+    out: dict = {"model": args.model, "prompts": args.prompts, "prompt_len": args.prompt_len, "layers": layers}
+    with Server("capture", args.model, args.port, server_args, env=env, logdir=args.out) as server:
+        first = capture_from_server(server.url, records, captures_dir, progress=False)
+        second = capture_from_server(server.url, records, captures_dir, progress=False)
+        plain = requests.post(f"{server.url}/generate", json={**records[0], "rid": "plain-request",
+                                                              "sampling_params": {"max_new_tokens": 1}}, timeout=300)
+        out["unflagged_ok"] = plain.ok
+        out["unflagged_wrote_nothing"] = not request_dir(captures_dir, "plain-request").exists()
+        cli = subprocess.run([sys.executable, "-m", "sglang_indexcache", "analyze", "--url", server.url,
+                              "--capture-dir", str(captures_dir), "--data", str(data), "--out",
+                              str(args.out / "analyze"), "--no-progress"], capture_output=True, text=True)
+        out["cli"] = {"exit": cli.returncode, "stdout": cli.stdout.splitlines(), "stderr": cli.stderr[-2000:]}
+    out["captures"] = [{"layers": c["layers"], "positions": int(c["positions"].numel()),
+                        "first_position": int(c["positions"][0]), "last_position": int(c["positions"][-1]),
+                        "truncated": c["truncated"], "shape": list(c["topk"].shape)} for c in first]
+    complete = all(c["layers"] == list(range(layers)) and c["positions"].tolist() == list(range(args.prompt_len))
+                   for c in first + second)
+    out["complete"] = complete
+    exact, floor, other_prompt, matrix_diff = [], [], [], []
+    reduced = [(topk_overlap(a["topk"].cuda(), a["num_tokens"]), topk_overlap(b["topk"].cuda(), b["num_tokens"]))
+               for a, b in zip(first, second)]
+    for i, a in enumerate(first):
+        topk = a["topk"].cuda()
+        got, want = reduced[i][0], topk_overlap_naive(topk, a["num_tokens"])
+        exact.append(bool(torch.equal(got.sizes, want.sizes) and torch.equal(got.pair_count, want.pair_count)
+                          and torch.allclose(got.ratio_sum, want.ratio_sum, rtol=0, atol=1e-6)))
+        matrix_diff.append(float((got.mean() - reduced[i][1].mean()).abs().nan_to_num(0).max()))
+        floor.append(adjacent_diff(got, reduced[i][1]))
+        other_prompt.append(adjacent_diff(got, reduced[(i + 1) % len(first)][1]))
+    out.update(kernel_equals_reference=exact, max_matrix_diff_same_prompt=matrix_diff,
+               adjacent_diff_same_prompt=floor, adjacent_diff_other_prompt=other_prompt)
+    if (args.out / "analyze" / "overlap.json").exists():
+        report = json.loads((args.out / "analyze" / "overlap.json").read_text())
+        out["analysis_summary"] = report["summary"]
+    (args.out / "capture_check.json").write_text(json.dumps(out, indent=1) + "\n")
+    print("| check | result |\n|---|---|")
+    print(f"| flagged captures complete ({args.prompts} prompts x 2, {layers} layers x {args.prompt_len} positions, "
+          f"chunked prefill 4096) | {complete} |")
+    print(f"| unflagged request served / wrote nothing | {out['unflagged_ok']} / {out['unflagged_wrote_nothing']} |")
+    print(f"| Triton kernel == torch reference on the captures | {exact} |")
+    print(f"| overlap matrix, same prompt captured twice: max abs diff | {[round(x, 4) for x in matrix_diff]} |")
+    print(f"| per-position adjacent overlap, same prompt twice: mean abs diff | {[round(x, 4) for x in floor]} |")
+    print(f"| the same against another prompt (must differ) | {[round(x, 4) for x in other_prompt]} |")
+    print(f"| analyze --url exit code | {out['cli']['exit']} |")
+    for line in out["cli"]["stdout"]:
+        print(f"    {line}")
+
+
+if __name__ == "__main__":
+    main()
