@@ -609,9 +609,14 @@ def test_a_second_switch_while_one_runs_is_refused(served, monkeypatch):
     tm = StandInTokenizerManager(served.model_path, [scheduler])
     app = switch_app(monkeypatch, tm, "secret")
 
+    sent = []
+    deliver = tm.send_to_scheduler.send_pyobj
+    tm.send_to_scheduler.send_pyobj = lambda obj: (sent.append(obj), deliver(obj))[1]
+
     async def scenario():
         first = asyncio.create_task(post(app, {"index_topk_pattern": "FSSSFSSS"}))
-        await asyncio.sleep(0.1)
+        while not sent:  # the first switch has been validated and reached the schedulers
+            await asyncio.sleep(0.01)
         second = await post(app, {"index_topk_pattern": "FSFSFSSS"})
         scheduler.idle = True
         return await first, second
