@@ -27,6 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sglang_indexcache.analysis.compare import labels_are_positions, overlap_distance, set_agreement  # noqa: E402
 from sglang_indexcache.analysis.capture_files import ENV_CAPTURE_DIR, request_dir  # noqa: E402
 from sglang_indexcache.analysis.runs import capture_from_server  # noqa: E402
 from sglang_indexcache.bench.client import random_prompt  # noqa: E402
@@ -48,6 +49,8 @@ def main(argv=None) -> None:
     ap.add_argument("--port", type=int, default=31500)
     ap.add_argument("--prompts", type=int, default=3)
     ap.add_argument("--prompt-len", type=int, default=5000)
+    ap.add_argument("--inprocess", action="store_true",
+                    help="also capture the same prompts in-process (transformers) and compare with the server's")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp())
@@ -92,6 +95,8 @@ def main(argv=None) -> None:
         other_prompt.append(adjacent_diff(got, reduced[(i + 1) % len(first)][1]))
     out.update(kernel_equals_reference=exact, max_matrix_diff_same_prompt=matrix_diff,
                adjacent_diff_same_prompt=floor, adjacent_diff_other_prompt=other_prompt)
+    if args.inprocess:
+        out["inprocess"] = compare_inprocess(args.model, records, first, reduced, floor)
     if (args.out / "analyze" / "overlap.json").exists():
         report = json.loads((args.out / "analyze" / "overlap.json").read_text())
         out["analysis_summary"] = report["summary"]
@@ -107,6 +112,38 @@ def main(argv=None) -> None:
     print(f"| analyze --url exit code | {out['cli']['exit']} |")
     for line in out["cli"]["stdout"]:
         print(f"    {line}")
+    if args.inprocess:
+        c = out["inprocess"]
+        print("\n| server vs in-process (transformers, bf16), same prompts | per prompt |\n|---|---|")
+        for key in ("matrix_max_abs_diff", "matrix_mean_abs_diff", "adjacent_mean_abs_diff"):
+            print(f"| {key} | {[round(d[key], 4) for d in c['distance']]} |")
+        print(f"| floor: adjacent, server twice | {[round(x, 4) for x in floor]} |")
+        print(f"| server labels are token positions | {c['labels_are_positions']} |")
+        for i, agree in enumerate(c["set_agreement"]):
+            if agree is not None:
+                print(f"| prompt {i}: per-layer |S ∩ T| / |S| server vs in-process | {[round(x, 4) for x in agree]} |")
+
+
+def compare_inprocess(model_dir: str, records: list[dict], server: list[dict], reduced: list, floor: list) -> dict:
+    """Capture the prompts in-process on this GPU (the server has exited) and compare with the server's."""
+    from sglang_indexcache.inprocess.load import loader_for
+    from sglang_indexcache.inprocess.runner import capture_topk
+
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    load = loader_for(model_dir, config)
+    if load is None:
+        return {"skipped": f"{config.get('architectures')} has no in-process loader"}
+    model = load(model_dir, "cuda")
+    result: dict = {"distance": [], "labels_are_positions": [], "set_agreement": [], "floor": floor}
+    for record, capture, (server_overlap, _) in zip(records, server, reduced):
+        ids = torch.tensor([record["input_ids"]], device="cuda")
+        local = capture_topk(model, ids)[:, 0]
+        n = len(record["input_ids"])
+        result["distance"].append(overlap_distance(server_overlap, topk_overlap(local.int(), n)))
+        positions = labels_are_positions(capture["topk"].cuda())
+        result["labels_are_positions"].append(positions)
+        result["set_agreement"].append(set_agreement(capture["topk"].cuda(), local, n) if positions else None)
+    return result
 
 
 if __name__ == "__main__":

@@ -212,10 +212,15 @@ def main() -> None:
         try:
             with contextlib.ExitStack() as stack:
                 # SGLang sizes its KV pool from the free memory it sees before and after loading its weights, so
-                # servers sharing a GPU start one at a time (each takes --mem-fraction-static of what is left).
+                # servers sharing a GPU size their pools one at a time; the next may start once this one's pool
+                # is allocated (CUDA-graph capture, the slow part, overlaps).
+                server = Server(s.name, s.model or args.model, port, flags, logdir=args.out,
+                                env={**s.env, "CUDA_VISIBLE_DEVICES": gpu_ids}, ready_timeout=600)
                 with starting[gpu_ids]:
-                    stack.enter_context(Server(s.name, s.model or args.model, port, flags, logdir=args.out,
-                                               env={**s.env, "CUDA_VISIBLE_DEVICES": gpu_ids}, ready_timeout=600))
+                    server.start()
+                    stack.callback(server.__exit__, None, None, None)
+                    server.wait_for_log(*POOL_ALLOCATED)
+                server.wait_until(server._healthy, "healthy")
                 results[s.name] = run_suite(port, ps, args.quick)
                 if s.name in ("stock", "ours-allF", "ours-1of4") and args.repeats > 0:
                     timings[s.name] = time_prefill(port, args.prefill_len, args.repeats)
@@ -281,6 +286,7 @@ MUST_DIFFER = [
     ("6 checkpoint schedule vs stock SGLang's reading (must differ)", "sched-auto", "sched-stock", "schedule"),
 ]
 # Two launches of the same server per group; every server of the group adds its same-prompt repeat.
+POOL_ALLOCATED = ("Memory pool end", "KV Cache is allocated", "Capture cuda graph begin")
 LAUNCH_PAIRS = {"dense": ("stock-again", "stock"), "schedule": ("sched-explicit-again", "sched-explicit")}
 GROUP_OF = {"sched-": "schedule"}
 

@@ -39,22 +39,37 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> Server:
+        self.start()
+        self.wait_until(self._healthy, "healthy")
+        return self
+
+    def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "w")
         self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        deadline = time.time() + self.ready_timeout
-        while time.time() < deadline:
+        self.deadline = time.time() + self.ready_timeout
+
+    def wait_for_log(self, *needles: str) -> None:
+        """Until the log holds one of ``needles`` (e.g. the line that says the KV pool is allocated)."""
+        self.wait_until(lambda: any(n in self.log_path.read_text(errors="replace") for n in needles),
+                        f"past {needles[0]!r}")
+
+    def wait_until(self, ready, what: str) -> None:
+        while time.time() < self.deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server {self.name} exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=2).ok:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(2)
+            if ready():
+                return
+            time.sleep(1)
         self.__exit__(None, None, None)
-        raise RuntimeError(f"server {self.name} not healthy after {self.ready_timeout:.0f}s; see {self.log_path}")
+        raise RuntimeError(f"server {self.name} not {what} after {self.ready_timeout:.0f}s; see {self.log_path}")
+
+    def _healthy(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/health", timeout=2).ok
+        except requests.RequestException:
+            return False
 
     def __exit__(self, *exc) -> None:
         if self.proc is not None:
