@@ -30,6 +30,7 @@ import concurrent.futures as cf
 import contextlib
 import json
 import os
+import shlex
 import sys
 import tempfile
 import threading
@@ -143,6 +144,7 @@ def main() -> None:
     ap.add_argument("--servers-per-gpu", type=int, default=1,
                     help="single-GPU servers run side by side on each GPU (started one at a time)")
     ap.add_argument("--mem-fraction-static", default="0.5")
+    ap.add_argument("--server-args", default="", help="more flags for every server, e.g. --disable-cuda-graph")
     ap.add_argument("--quick", action="store_true", help="leave out the 16-request concurrency check")
     ap.add_argument("--schedule-model", help="a checkpoint whose config.json states its own sharing schedule")
     ap.add_argument("--report", type=Path, help="only rebuild the table from an earlier run's raw.json")
@@ -162,7 +164,7 @@ def main() -> None:
     kit = os.environ.get("GPUKIT_SGLANG_ARGS", "").split()
     common = [*kit, "--skip-tokenizer-init", "--mem-fraction-static", args.mem_fraction_static,
               "--chunked-prefill-size", "8192",
-              "--cuda-graph-max-bs", "16", "--context-length", "80000"]
+              "--cuda-graph-max-bs", "16", "--context-length", "80000", *shlex.split(args.server_args)]
     native = {"SGLANG_INDEXCACHE_DISABLE": "1"}
     servers = [
         ServerSpec("stock", env=native),
