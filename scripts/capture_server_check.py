@@ -57,13 +57,14 @@ def main(argv=None) -> None:
     captures_dir = tmp / "captures"
     layers = num_layers(args.model)
     rng = np.random.default_rng(0)
-    records = [{"input_ids": random_prompt(rng, args.prompt_len)} for _ in range(args.prompts)]
+    vocab = json.loads((Path(args.model) / "config.json").read_text())["vocab_size"]
+    records = [{"input_ids": random_prompt(rng, args.prompt_len, vocab)} for _ in range(args.prompts)]
     data = tmp / "prompts.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     kit = os.environ.get("GPUKIT_SGLANG_ARGS", "").split()
     server_args = [*kit, "--skip-tokenizer-init", "--disable-radix-cache", "--disable-cuda-graph",
                    "--chunked-prefill-size", "4096", "--mem-fraction-static", "0.5", "--context-length", "16384"]
-    env = {"SGLANG_INDEXCACHE_MAP": map_file(tmp, "allF", "F" * layers), ENV_CAPTURE_DIR: str(captures_dir)}
+    env = {"SGLANG_INDEXCACHE_MAP": map_file(tmp, "allF", "F" * layers, architectures(args.model)), ENV_CAPTURE_DIR: str(captures_dir)}
     out: dict = {"model": args.model, "prompts": args.prompts, "prompt_len": args.prompt_len, "layers": layers}
     with Server("capture", args.model, args.port, server_args, env=env, logdir=args.out) as server:
         first = capture_from_server(server.url, records, captures_dir, progress=False)
@@ -74,7 +75,8 @@ def main(argv=None) -> None:
         out["unflagged_wrote_nothing"] = not request_dir(captures_dir, "plain-request").exists()
         cli = subprocess.run([sys.executable, "-m", "sglang_indexcache", "analyze", "--url", server.url,
                               "--capture-dir", str(captures_dir), "--data", str(data), "--out",
-                              str(args.out / "analyze"), "--no-progress"], capture_output=True, text=True)
+                              str(args.out.resolve() / "analyze"), "--no-progress"], capture_output=True, text=True,
+                             cwd=tmp)  # the installed package, not a source tree in the working directory
         out["cli"] = {"exit": cli.returncode, "stdout": cli.stdout.splitlines(), "stderr": cli.stderr[-2000:]}
     out["captures"] = [{"layers": c["layers"], "positions": int(c["positions"].numel()),
                         "first_position": int(c["positions"][0]), "last_position": int(c["positions"][-1]),
@@ -122,6 +124,10 @@ def main(argv=None) -> None:
         for i, agree in enumerate(c["set_agreement"]):
             if agree is not None:
                 print(f"| prompt {i}: per-layer |S ∩ T| / |S| server vs in-process | {[round(x, 4) for x in agree]} |")
+
+
+def architectures(model_dir: str) -> list[str]:
+    return json.loads((Path(model_dir) / "config.json").read_text())["architectures"]
 
 
 def compare_inprocess(model_dir: str, records: list[dict], server: list[dict], reduced: list, floor: list) -> dict:

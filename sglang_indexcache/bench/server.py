@@ -20,10 +20,11 @@ def num_layers(model_dir: str | Path) -> int:
     return json.loads((Path(model_dir) / "config.json").read_text())["num_hidden_layers"]
 
 
-def map_file(directory: Path, name: str, pattern: str) -> str:
-    """Write ``pattern`` as the map YAML ``directory/name.yaml`` for a DeepSeek-V3-architecture model; its path."""
+def map_file(directory: Path, name: str, pattern: str, architectures: list[str] | None = None) -> str:
+    """Write ``pattern`` as the map YAML ``directory/name.yaml`` for a model of ``architectures`` (default a
+    DeepSeek-V3-architecture one); its path."""
     path = Path(directory) / f"{name}.yaml"
-    path.write_text(LayerMap(pattern).to_yaml(["DeepseekV3ForCausalLM"], method="uniform"))
+    path.write_text(LayerMap(pattern).to_yaml(architectures or ["DeepseekV3ForCausalLM"], method="uniform"))
     return str(path)
 
 
