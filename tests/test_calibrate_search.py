@@ -56,7 +56,9 @@ def test_fast_search_equals_naive_on_glm_moe_dsa():
     scorer = TorchScorer(model, batches)
     state = greedy_search(scorer, 2)
     assert state.order == order
-    assert [state.base_loss, *state.loss] == pytest.approx([base, *losses], rel=1e-12, abs=0)
+    # transformers' layers run on sliced positions here (the first index_topk are unembedded once), so float32
+    # matmuls of other shapes round differently on some CPUs (~1e-8 relative); the removal order is exact.
+    assert [state.base_loss, *state.loss] == pytest.approx([base, *losses], rel=1e-6, abs=0)
     assert scorer.layer_forwards <= 0.5 * 7 * (1 + state.evaluations)
 
 
