@@ -3,8 +3,6 @@ latencies, through real clients (aiohttp, and the OpenAI client)."""
 
 import gzip
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 

@@ -19,7 +19,8 @@ PATTERN = "FSSSFSSF"
 
 
 def checkpoint_names(cfg: dict) -> list[str]:
-    """The tensor names of a Hugging Face DeepSeek-V3.2 checkpoint for ``cfg`` (as bench.random_checkpoint writes them)."""
+    """The tensor names of a Hugging Face DeepSeek-V3.2 checkpoint for ``cfg`` (as bench.random_checkpoint writes
+    them)."""
     from sglang_indexcache.bench.random_checkpoint import checkpoint_spec
 
     return [name for name, _, _ in checkpoint_spec(cfg)]

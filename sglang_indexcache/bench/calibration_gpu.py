@@ -2,8 +2,8 @@
 Prints a table, writes JSON.
 
 1. A random-initialised ``GlmMoeDsaForCausalLM`` checkpoint (by default the 8-layer
-   ``scripts/models/glm-dsa-8l-dense.json``, written by ``bench.random_checkpoint``), which SGLang serves and transformers loads alike (its indexer RoPE is
-   interleaved in both: ``indexer_rope_interleave``).
+   ``scripts/models/glm-dsa-8l-dense.json``, written by ``bench.random_checkpoint``), which SGLang serves and
+   transformers loads alike (its indexer RoPE is interleaved in both: ``indexer_rope_interleave``).
 2. One SGLang server with this package, all-F (every layer switchable), ``--disable-cuda-graph``: the server
    backend's search (``sglang-indexcache calibrate --backend server``), with its wall time and server
    evaluations against the plain search's and the paper's full-search counts. Then the all-F map scored

@@ -1,10 +1,11 @@
 """Load test a running SGLang server: a concurrency sweep (closed loop) or a fixed request rate (open loop),
 and a full-capacity decode mode that keeps as many long-context requests running as the KV pool holds.
 
-Reports input/output tokens per second, TTFT/TPOT/ITL percentiles and errors; writes ``loadtest.json``; ``scripts/loadtest.py`` is its command line. Every
-run is bounded by ``--num-requests`` and ``--time-limit`` and only targets loopback addresses.
-``--bench-serving TOKENIZER`` also runs ``python -m sglang.bench_serving`` (random-ids) on the first
-configuration, for a second opinion from a client this project did not write.
+Reports input/output tokens per second, TTFT/TPOT/ITL percentiles and errors; writes ``loadtest.json``. Every
+run is bounded by ``num_requests`` and ``time_limit`` and only targets loopback addresses. ``bench_serving``
+(a tokenizer) also runs ``python -m sglang.bench_serving`` (random-ids) on the first
+configuration, for a second opinion from a client this project did not write. ``scripts/loadtest.py`` is its
+command line.
 """
 
 from __future__ import annotations

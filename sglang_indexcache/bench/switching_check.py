@@ -62,8 +62,8 @@ def compare(a: list[dict], b: list[dict]) -> dict:
     """Two runs of the same probes, by the largest prompt-logprob difference: a handful of probes is too few
     positions for the mean that verify_gpu judges by."""
     c = verdict.compare(dict(enumerate(a)), dict(enumerate(b)))
-    return {"ids_equal": f"{c.generations_equal}/{c.generations}", "all_ids_equal": c.generations_equal == c.generations,
-            "max_prompt_lp_diff": c.max_lp_diff}
+    return {"ids_equal": f"{c.generations_equal}/{c.generations}",
+            "all_ids_equal": c.generations_equal == c.generations, "max_prompt_lp_diff": c.max_lp_diff}
 
 
 class Load:

@@ -6,8 +6,9 @@ every compared position. Its noise floor is the larger of two launches of the sa
 other and one server answering the same cold prompt twice. A pair is "within noise" when its mean difference
 is at most ``EQUAL_WITHIN`` times the floor; a pair that must differ is "sensitive" when its mean is at least
 ``SENSITIVE_FROM`` times the floor. Checks with a handful of probes judge their largest difference against a
-floor of largest differences by the same two multiples (``within_noise``, ``beyond_noise``). Token agreement (the share of generated tokens equal position by position)
-is reported beside it; greedy decoding diverges for good after the first differing token, so it is not judged.
+floor of largest differences by the same two multiples (``within_noise``, ``beyond_noise``). Token agreement
+(the share of generated tokens equal position by position) is reported beside it; greedy decoding diverges for
+good after the first differing token, so it is not judged.
 """
 
 from __future__ import annotations
