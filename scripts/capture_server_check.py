@@ -1,11 +1,6 @@
 """Server capture mode on a real SGLang: capture, reduce on the GPU, and compare with a second capture.
 
-Launches one server (all-Full map, capture mode on, no radix cache so every capture is a full prefill, chunked
-prefill so prompts span several forwards), sends the prompts as flagged requests twice and once unflagged,
-and checks: every flagged request left a capture of every layer and position (the unflagged one none); the
-Triton kernel and the torch reference agree exactly on the captured indices; and how far two captures of the
-same prompts differ (SGLang's DSA path is not bitwise reproducible: this is the floor any comparison of
-captures has to be judged against). Runs ``sglang-indexcache analyze --url`` end to end as well.
+What it runs and checks: sglang_indexcache.bench.capture_check.
 
     python scripts/capture_server_check.py --model /tmp/rand-dsa --out results/capture-check
 """
@@ -15,11 +10,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sglang_indexcache.bench import capture_check
 from sglang_indexcache.bench.capture_check import Options, run
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    usage = __doc__.split("\n\n")[-1]
+    ap = argparse.ArgumentParser(description=capture_check.__doc__ + "\n" + usage,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                  argument_default=argparse.SUPPRESS)
     ap.add_argument("--model", required=True, help="a servable DSA checkpoint (scripts/make_random_checkpoint.py)")
     ap.add_argument("--out", type=Path, required=True)

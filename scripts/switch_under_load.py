@@ -1,14 +1,6 @@
 """Switch a serving model between layer maps under load; compare with fresh servers. Prints a table, writes JSON.
 
-1. One server starts with the first map (all-F by default, so every layer stays switchable), with
-   ``--disable-cuda-graph`` and ``--admin-api-key``.
-2. Concurrent long requests run the whole time; every few seconds ``POST /indexcache/map`` switches to the
-   next map. After each switch the load pauses, fixed probe prompts run cold (greedy, prompt logprobs), and
-   the load resumes. Every request of the load must succeed.
-3. One fresh server per map, started with that map, runs the same probes, twice (its own run-to-run noise:
-   SGLang's DSA path is not bitwise reproducible, see verify_gpu.py).
-The switched server's probes must match the fresh server of the same map within that noise, and differ from
-the fresh all-F server's beyond it (the check is sensitive).
+What it runs and checks: sglang_indexcache.bench.switching_check.
 
     python scripts/switch_under_load.py --model DIR --out results/switch --server-args "$GPUKIT_SGLANG_ARGS"
 """

@@ -1,25 +1,8 @@
 """Launch real SGLang servers with and without IndexCache and check they agree; prints a table, writes JSON.
 
-Checks (one model, same seed, greedy decoding):
-  1. all-F map through the plugin == stock SGLang (no plugin): output ids and prompt logprobs;
-  2. maps with Shared layers == SGLang's native ``index_topk_pattern`` with the same pattern (output ids;
-     logprob differences reported);
-  3. indexer calls per forward == Full layers, Shared layers' index-key cache never written;
-  4. CUDA graphs on and off, chunked prefill (prompts longer than --chunked-prefill-size), a radix-cache
-     prefix hit, and 16 concurrent mixed-length requests vs their solo runs;
-  5. sensitivity (all-F and 1/4 differ on long prompts) and a prefill-speed sanity check at 64K;
-  6. with --schedule-model (a checkpoint whose config states its own schedule and that ships no indexer weights
-     for its Shared layers, see make_random_checkpoint.py --index-topk-freq): served with no request == served
-     with that schedule requested explicitly, and both differ from stock SGLang's reading of the same config.
+What it runs and checks: sglang_indexcache.bench.verification.
 
-Equality is judged by sglang_indexcache.bench.verdict: the mean |prompt-logprob difference| over every compared
-position against a noise floor measured in the same run (two launches of the same server, and one server
-answering the same cold prompt twice).
-
-Usage (GPU host with SGLang installed and this package installed next to it):
     python scripts/verify_gpu.py --model DIR --out results/
-The model should be a random-initialised checkpoint at realistic scale (scripts/make_random_checkpoint.py):
-SGLang's dummy weights are so small that outputs barely depend on which tokens the indexer picks.
 """
 
 from __future__ import annotations
