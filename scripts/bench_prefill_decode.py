@@ -15,136 +15,30 @@ server that is already running instead (one map, no launching).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import os
-import statistics
-import sys
 from pathlib import Path
 
-import aiohttp
-import numpy as np
-from tqdm import tqdm
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sglang_indexcache.bench.client import generate_native, random_prompt, require_loopback  # noqa: E402
-from sglang_indexcache.bench.server import Server  # noqa: E402
-
-
-async def measure(url: str, lengths, decode_lengths, decode_tokens: int, repeats: int, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    out = {"prefill_s": {}, "decode_tok_s": {}}
-    async with aiohttp.ClientSession() as session:
-        await generate_native(session, url, random_prompt(rng, 1024), 4)  # first-use kernel compiles
-        jobs = [("prefill", n) for n in lengths] + [("decode", n) for n in decode_lengths]
-        for kind, n in tqdm(jobs, desc=url, leave=False):
-            await generate_native(session, url, random_prompt(rng, n), 2)  # warm this length
-            samples = []
-            for _ in range(repeats):
-                if kind == "prefill":
-                    r = await generate_native(session, url, random_prompt(rng, n), 1, stream=False)
-                    samples.append(r.latency if r.ok else None)
-                else:
-                    r = await generate_native(session, url, random_prompt(rng, n), decode_tokens)
-                    samples.append((r.output_tokens - 1) / (r.latency - r.ttft) if r.ok and r.ttft else None)
-                if not r.ok:
-                    raise RuntimeError(f"{kind} at {n} tokens failed: {r.error}")
-            key = "prefill_s" if kind == "prefill" else "decode_tok_s"
-            out[key][str(n)] = {"median": statistics.median(samples), "samples": samples}
-    return out
-
-
-def ratios(results: dict, baseline: str) -> dict:
-    """Speed-up of each map over the baseline: prefill time ratio, decode throughput ratio."""
-    base = results[baseline]
-    out = {}
-    for name, r in results.items():
-        out[name] = {
-            "prefill": {n: base["prefill_s"][n]["median"] / v["median"] for n, v in r["prefill_s"].items()},
-            "decode": {n: v["median"] / base["decode_tok_s"][n]["median"] for n, v in r["decode_tok_s"].items()},
-        }
-    return out
-
-
-def print_table(results: dict, speedups: dict) -> None:
-    names = list(results)
-    lengths = list(results[names[0]]["prefill_s"])
-    decode = list(results[names[0]]["decode_tok_s"])
-    header = ["map"] + [f"prefill {int(n)//1024}K s" for n in lengths] + [f"decode@{int(n)//1024}K tok/s" for n in decode]
-    print(" | ".join(f"{h:>20s}" for h in header))
-    for name in names:
-        cells = [name]
-        cells += [f"{results[name]['prefill_s'][n]['median']:.3f} ({speedups[name]['prefill'][n]:.2f}x)" for n in lengths]
-        cells += [f"{results[name]['decode_tok_s'][n]['median']:.1f} ({speedups[name]['decode'][n]:.2f}x)" for n in decode]
-        print(" | ".join(f"{c:>20s}" for c in cells))
-
-
-def plot(results: dict, speedups: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name in results:
-        p = speedups[name]["prefill"]
-        d = speedups[name]["decode"]
-        axes[0].plot([int(n) // 1024 for n in p], list(p.values()), marker="o", label=name)
-        axes[1].plot([int(n) // 1024 for n in d], list(d.values()), marker="o", label=name)
-    for ax, title in zip(axes, ["prefill speed-up vs baseline", "decode speed-up vs baseline (1 request)"]):
-        ax.set_title(title)
-        ax.set_xlabel("context (K tokens)")
-        ax.axhline(1.0, color="grey", lw=0.5)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def server_env(spec: str) -> dict:
-    if not spec:
-        return {"SGLANG_INDEXCACHE_DISABLE": "1"}
-    return {"SGLANG_INDEXCACHE_MAP": spec}
+from sglang_indexcache.bench.prefill_decode import Options, run
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], argument_default=argparse.SUPPRESS)
     ap.add_argument("--model", help="model directory (launches one server per map)")
     ap.add_argument("--url", help="measure this running server instead (loopback only)")
-    ap.add_argument("--map", action="append", default=[], metavar="NAME=MAP",
+    ap.add_argument("--map", action="append", metavar="NAME=MAP",
                     help="repeatable; the first is the baseline; an empty MAP means SGLang without IndexCache")
-    ap.add_argument("--lengths", type=int, nargs="+", default=[32768, 65536, 131072])
-    ap.add_argument("--decode-lengths", type=int, nargs="*", default=[65536, 131072])
-    ap.add_argument("--decode-tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--port", type=int, default=31100)
-    ap.add_argument("--server-args", default="", help="extra launch_server flags, one string")
-    ap.add_argument("--load-format", default=None)
+    ap.add_argument("--lengths", type=int, nargs="+")
+    ap.add_argument("--decode-lengths", type=int, nargs="*")
+    ap.add_argument("--decode-tokens", type=int)
+    ap.add_argument("--repeats", type=int)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--port", type=int)
+    ap.add_argument("--server-args", help="extra launch_server flags, one string")
+    ap.add_argument("--load-format")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    results = {}
-    if args.url:
-        url = require_loopback(args.url)
-        results["server"] = asyncio.run(measure(url, args.lengths, args.decode_lengths, args.decode_tokens,
-                                                args.repeats, args.seed))
-    else:
-        if not args.model or not args.map:
-            ap.error("give --model and at least one --map, or --url")
-        launch = args.server_args.split() + (["--load-format", args.load_format] if args.load_format else [])
-        for spec in args.map:
-            name, _, map_ = spec.partition("=")
-            with Server(name, args.model, args.port, launch, env=server_env(map_), logdir=args.out) as server:
-                results[name] = asyncio.run(measure(server.url, args.lengths, args.decode_lengths,
-                                                    args.decode_tokens, args.repeats, args.seed))
-    speedups = ratios(results, next(iter(results)))
-    report = {"results": results, "speedup_vs_baseline": speedups, "baseline": next(iter(results)),
-              "maps": args.map, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}
-    (args.out / "bench.json").write_text(json.dumps(report, indent=1))
-    plot(results, speedups, args.out / "bench.png")
-    print_table(results, speedups)
-    return report
+    if not getattr(args, "url", None) and (not getattr(args, "model", None) or not getattr(args, "map", None)):
+        ap.error("give --model and at least one --map, or --url")
+    return run(Options(**vars(args)))
 
 
 if __name__ == "__main__":

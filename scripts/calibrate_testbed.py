@@ -13,93 +13,22 @@ held-out prose and code. Prints a table, writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from sglang_indexcache.calibrate.run import Options, calibrate  # noqa: E402
-from sglang_indexcache.schedule import pattern_from_freq  # noqa: E402
-
-DOMAINS = ("prose", "code")
+from sglang_indexcache.bench.calibration_testbed import Options, run
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], argument_default=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--model", default="testbed", help="testbed, or testbed:FILE.safetensors")
-    p.add_argument("--splits", type=Path, default=ROOT / "sglang_indexcache/testbed/splits")
-    p.add_argument("--calibration-tokens", type=int, default=512)
-    p.add_argument("--seq-len", type=int, default=None, help="default: twice the model's index_topk")
-    p.add_argument("--heldout-windows", type=int, default=8)
-    p.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.25, 0.125])
-    p.add_argument("--device", default="cpu")
-    args = p.parse_args(argv)
-    started = time.time()
-    report: dict = {"model": args.model, "calibration_tokens": args.calibration_tokens, "searches": {}}
-    searched: dict[str, str] = {}
-    for domain in DOMAINS:
-        outcome = calibrate(Options(model=args.model, data=args.splits / f"{domain}-calibration.npy",
-                                    out=args.out / domain, ratios=args.ratios, seq_len=args.seq_len,
-                                    max_tokens=args.calibration_tokens, device=args.device, progress=False))
-        state = outcome.state
-        report["searches"][domain] = {"order": state.order, "loss": state.loss, "base_loss": state.base_loss,
-                                      "maps": {m.name: m.layer_map.pattern for m in outcome.maps},
-                                      **outcome.summary["cost"], "wall_s": outcome.summary["wall_s"],
-                                      "seq_len": outcome.summary["data"]["seq_len"]}
-        for chosen in outcome.maps:
-            if chosen.ratio is not None:
-                searched[f"{chosen.name} ({domain})"] = chosen.layer_map.pattern
-        print(f"[calibrated on {domain}] {time.time() - started:.0f}s", flush=True)
-    seq_len = report["searches"]["prose"]["seq_len"]
-    report["heldout"] = heldout(args, seq_len, searched)
-    report["wall_s"] = round(time.time() - started, 1)
-    (args.out / "calibrate_testbed.json").write_text(json.dumps(report, indent=1) + "\n")
-    for line in table(report):
-        print(line)
-    return 0
-
-
-def heldout(args, seq_len: int, searched: dict[str, str]) -> dict:
-    import numpy as np
-    import torch
-
-    from sglang_indexcache.inprocess.load import TESTBED
-    from sglang_indexcache.inprocess.runner import mean_loss
-
-    model = TESTBED(args.model, args.device)
-    n = model.num_layers
-    maps = {"all-F": "F" * n}
-    for ratio in args.ratios:
-        freq = round(1 / ratio)
-        maps[f"uniform 1/{freq}"] = pattern_from_freq(n, freq, offset=1)
-    maps.update(searched)
-    out = {}
-    for domain in DOMAINS:
-        tokens = np.load(args.splits / f"{domain}-heldout.npy")
-        count = min(args.heldout_windows, tokens.size // seq_len)
-        windows = torch.from_numpy(tokens[: count * seq_len].reshape(count, seq_len).astype(np.int64))
-        batches = list(windows.split(2))
-        for name, pattern in maps.items():
-            out.setdefault(name, {"pattern": pattern})[domain] = mean_loss(model, pattern, batches)
-        out["_tokens"] = {**out.get("_tokens", {}), domain: count * seq_len}
-    return out
-
-
-def table(report: dict) -> list[str]:
-    lines = ["| map | Full | held-out prose | held-out code | pattern |", "|---|---|---|---|---|"]
-    rows = {k: v for k, v in report["heldout"].items() if not k.startswith("_")}
-    for name, row in rows.items():
-        lines.append(f"| {name} | {row['pattern'].count('F')} | {row['prose']:.4f} | {row['code']:.4f} | "
-                     f"`{row['pattern']}` |")
-    lines.append(f"held-out tokens: {report['heldout']['_tokens']}")
-    for domain, s in report["searches"].items():
-        lines.append(f"calibrated on {domain}: order {s['order']}, {s['layer_forwards']:.0f} layer forwards "
-                     f"({100 * s['fraction_of_naive']:.1f}% of naive), {s['wall_s']} s")
-    return lines
+    p.add_argument("--model", help="testbed, or testbed:FILE.safetensors")
+    p.add_argument("--splits", type=Path, help="default: the testbed's bundled splits")
+    p.add_argument("--calibration-tokens", type=int)
+    p.add_argument("--seq-len", type=int, help="default: twice the model's index_topk")
+    p.add_argument("--heldout-windows", type=int)
+    p.add_argument("--ratios", type=float, nargs="+")
+    p.add_argument("--device")
+    return run(Options(**vars(p.parse_args(argv))))
 
 
 if __name__ == "__main__":

@@ -12,100 +12,21 @@ on they cover prefills, not graph-replayed decode steps.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-import requests
-from prometheus_client.parser import text_string_to_metric_families
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from sglang_indexcache.admin import status  # noqa: E402
-from sglang_indexcache.bench.client import random_prompt  # noqa: E402
-from sglang_indexcache.bench.server import Server, map_file, num_layers  # noqa: E402
-from sglang_indexcache.schedule import pattern_from_freq  # noqa: E402
-from verify_gpu import generate  # noqa: E402
-
-KEY = "indexcache-metrics-check"
-CALLS, SKIPS, FULL = ("sglang:indexcache_indexer_calls_total", "sglang:indexcache_indexer_skips_total",
-                      "sglang:indexcache_full_layers")
-
-
-def indexcache_samples(exposition: str) -> dict:
-    """``{"calls": {(rank, layer): n}, "skips": {...}, "full_layers": {rank: n}}`` from Prometheus text."""
-    out = {"calls": {}, "skips": {}, "full_layers": {}}
-    for family in text_string_to_metric_families(exposition):
-        for s in family.samples:
-            if s.name in (CALLS, SKIPS):
-                out["calls" if s.name == CALLS else "skips"][(s.labels["rank"], int(s.labels["layer"]))] = s.value
-            elif s.name == FULL:
-                out["full_layers"][s.labels["rank"]] = s.value
-    return out
-
-
-def check(pattern: str, state: dict, prom: dict) -> tuple[list[dict], bool]:
-    """One row per layer, and whether every layer and the gauge agree."""
-    rank = str(state["rank"])
-    counters = state["counters"]
-    rows, ok = [], True
-    for layer, role in enumerate(pattern):
-        calls = int(counters["calls"].get(str(layer), counters["calls"].get(layer, 0)))
-        skips = int(counters["skips"].get(str(layer), counters["skips"].get(layer, 0)))
-        p_calls = int(prom["calls"].get((rank, layer), 0))
-        p_skips = int(prom["skips"].get((rank, layer), 0))
-        good = (calls, skips) == (p_calls, p_skips) and ((calls > 0 and skips == 0) if role == "F"
-                                                         else (calls == 0 and skips > 0))
-        ok &= good
-        rows.append({"layer": layer, "role": role, "calls": calls, "prom_calls": p_calls, "skips": skips,
-                     "prom_skips": p_skips, "ok": good})
-    gauge = prom["full_layers"].get(rank)
-    ok &= gauge == pattern.count("F")
-    rows.append({"layer": "gauge", "role": "", "calls": pattern.count("F"), "prom_calls": gauge, "skips": "",
-                 "prom_skips": "", "ok": gauge == pattern.count("F")})
-    return rows, ok
+from sglang_indexcache.bench.metrics_check import Options, run
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], argument_default=argparse.SUPPRESS)
     ap.add_argument("--model", required=True)
     ap.add_argument("--pattern", help="F/S per layer; default: a Full layer every 4 from layer 0")
-    ap.add_argument("--lengths", type=int, nargs="+", default=[900, 5000, 20000])
-    ap.add_argument("--port", type=int, default=31600)
-    ap.add_argument("--server-args", default="")
+    ap.add_argument("--lengths", type=int, nargs="+")
+    ap.add_argument("--port", type=int)
+    ap.add_argument("--server-args")
     ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    pattern = args.pattern or pattern_from_freq(num_layers(args.model), 4, offset=1)
-    flags = [*args.server_args.split(), "--skip-tokenizer-init", "--enable-metrics", "--admin-api-key", KEY]
-    env = {"SGLANG_INDEXCACHE_MAP": map_file(Path(tempfile.mkdtemp()), "metrics", pattern)}
-    rng = np.random.default_rng(0)
-    with Server("metrics", args.model, args.port, flags, env=env, logdir=args.out) as server:
-        for n in args.lengths:
-            generate(server.port, random_prompt(rng, n), 8, logprobs=False)
-        # Metrics are published at most once a second, from a forward: one more after that interval publishes
-        # everything counted before it, and nothing runs between it and the reads below.
-        time.sleep(1.5)
-        generate(server.port, random_prompt(rng, 64), 1, logprobs=False)
-        state = status(server.url, KEY)[0]
-        exposition = requests.get(f"{server.url}/metrics", timeout=30).text
-    prom = indexcache_samples(exposition)
-    rows, ok = check(pattern, state, prom)
-    print(f"map {pattern}, forwards counted {state['counters']['forwards']}")
-    print(f"{'layer':>6s} {'role':>4s} {'calls':>8s} {'prom':>8s} {'skips':>8s} {'prom':>8s}  ok")
-    for r in rows:
-        print(f"{r['layer']!s:>6s} {r['role']:>4s} {r['calls']!s:>8s} {r['prom_calls']!s:>8s} {r['skips']!s:>8s} "
-              f"{r['prom_skips']!s:>8s}  {'yes' if r['ok'] else 'NO'}")
-    print("metrics match the counters" if ok else "MISMATCH")
-    lines = [line for line in exposition.splitlines() if "indexcache" in line]
-    (args.out / "metrics_check.json").write_text(json.dumps(
-        {"pattern": pattern, "rows": rows, "ok": ok, "status": state, "exposition": lines}, indent=1))
-    return 0 if ok else 1
+    return run(Options(**vars(ap.parse_args(argv))))
 
 
 if __name__ == "__main__":

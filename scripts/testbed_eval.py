@@ -8,33 +8,18 @@ Always runs the dense base model, all-F at every ``--topk``, F-then-all-S and a 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import typer
 
-from sglang_indexcache.errors import MapError
-from sglang_indexcache.testbed.cli import one_line_errors, pick_device
+from sglang_indexcache.bench import results
+from sglang_indexcache.testbed.cli import one_line_errors, parse_patterns, pick_device
 from sglang_indexcache.testbed.corpus import load_split
 from sglang_indexcache.testbed.evaluate import EvalConfig, format_tables, run_eval
 from sglang_indexcache.testbed.load import SHIPPED_INDEXERS, load_dsa, load_tokenizer, read_indexers
 
-
-def parse_patterns(patterns: list[str], maps: list[str], num_layers: int) -> dict[str, str]:
-    out = {}
-    for item in patterns:
-        name, sep, pattern = item.partition("=")
-        if not sep or set(pattern) - {"F", "S"} or len(pattern) != num_layers or pattern[:1] != "F":
-            raise MapError("--pattern", item, f"not NAME= and {num_layers} F/S characters starting with F",
-                           "e.g. --pattern half=" + ("FS" * num_layers)[:num_layers])
-        out[name] = pattern
-    for name in maps:
-        from sglang_indexcache.layer_map import LayerMap
-
-        layer_map = LayerMap.load(name, num_layers=num_layers)
-        out[Path(layer_map.label).stem] = layer_map.pattern
-    return out
+WHAT = "testbed_eval: the retrofit DSA model under layer maps"
 
 
 def ints(text: str) -> tuple[int, ...]:
@@ -61,6 +46,7 @@ def main(
     num_layers: int = typer.Option(None, help="the first N layers only (smoke tests)"),
     device: str = "auto",
 ) -> None:
+    arguments = dict(locals())  # for the results file
     dev = pick_device(device)
     _, meta = read_indexers(indexers)
     layers = num_layers or meta["num_layers"]
@@ -77,7 +63,7 @@ def main(
     source = {"file": str(indexers), **{k: meta[k] for k in ("base", "stages") if k in meta}}
 
     def save(partial: dict) -> None:
-        json_out.write_text(json.dumps({**partial, "indexers": source}, indent=1) + "\n")
+        results.write(json_out, WHAT, arguments, {**partial, "indexers": source})
 
     result = run_eval(model, tok, held, config, patterns, save=save)
     table = format_tables(result)

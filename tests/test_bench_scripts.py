@@ -1,8 +1,7 @@
-"""The benchmark and load-test scripts against a stand-in server with known latencies, through real clients
-(aiohttp, and the OpenAI client)."""
+"""The benchmark and load-test logic behind scripts/ (sglang_indexcache.bench) against a stand-in server with known
+latencies, through real clients (aiohttp, and the OpenAI client)."""
 
 import gzip
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -17,17 +16,18 @@ from sglang_indexcache.bench.bound import (
     load_trace,
     range_kernel_times,
 )
-from sglang_indexcache.counters import PROFILER_RANGE
+from sglang_indexcache.bench import load as loadtest
+from sglang_indexcache.bench import memory as memory_table
+from sglang_indexcache.bench import prefill_decode as bench
+from sglang_indexcache.bench import readme_table as bench_readme
+from sglang_indexcache.bench import switching_check as switch_under_load
 from sglang_indexcache.bench.client import require_loopback
+from sglang_indexcache.bench.patterns import ratio_maps
+from sglang_indexcache.bench.serverinfo import capacity
+from sglang_indexcache.counters import PROFILER_RANGE
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SLICE = SCRIPTS / "models" / "v32-slice-8l.json"
 
 
 @pytest.fixture
@@ -40,9 +40,8 @@ def server():
 
 
 def test_loadtest_closed_loop(server, tmp_path):
-    loadtest = load_script("loadtest")
-    report = loadtest.main(["--url", server.url, "--input-len", "500", "--output-len", "20", "--concurrency", "1", "4",
-                            "--num-requests", "8", "--out", str(tmp_path)])
+    report = loadtest.run(loadtest.Options(url=server.url, input_len=500, output_len=20, concurrency=[1, 4],
+                                           num_requests=8, out=tmp_path))
     assert [r["config"] for r in report["rows"]] == ["c=1", "c=4"]
     for row in report["rows"]:
         assert row["requests"] == 8 and row["errors"] == 0
@@ -51,7 +50,7 @@ def test_loadtest_closed_loop(server, tmp_path):
         assert row["tpot_s_p50"] == pytest.approx(0.004, abs=0.003)
     # Four requests at a time finish sooner than one at a time.
     assert report["rows"][1]["output_tok_s"] > 2 * report["rows"][0]["output_tok_s"]
-    assert json.loads((tmp_path / "loadtest.json").read_text())["rows"][0]["requests"] == 8
+    assert json.loads((tmp_path / "loadtest.json").read_text())["results"]["rows"][0]["requests"] == 8
     assert set(server.prompt_lengths) == {500}
 
 
@@ -59,9 +58,8 @@ def test_loadtest_open_loop_and_errors(tmp_path):
     fake = FakeServer(decode_s=0.001, fail_every=3)
     url = fake.start()
     try:
-        loadtest = load_script("loadtest")
-        report = loadtest.main(["--url", url, "--input-len", "64", "--output-len", "4", "--concurrency",
-                                "--request-rate", "50", "--num-requests", "9", "--out", str(tmp_path)])
+        report = loadtest.run(loadtest.Options(url=url, input_len=64, output_len=4, concurrency=[], request_rate=[50.0],
+                                               num_requests=9, out=tmp_path))
     finally:
         fake.stop()
     (row,) = report["rows"]
@@ -73,17 +71,15 @@ def test_loadtest_full_kv_fills_the_pool(tmp_path):
     fake = FakeServer(decode_s=0.001, capacity=10_000)
     url = fake.start()
     try:
-        report = load_script("loadtest").main(["--url", url, "--full-kv", "--input-len", "900", "--output-len", "100",
-                                               "--out", str(tmp_path)])
+        report = loadtest.run(loadtest.Options(url=url, full_kv=True, input_len=900, output_len=100, out=tmp_path))
     finally:
         fake.stop()
     assert report["rows"][0]["config"] == "full-kv" and report["rows"][0]["requests"] == 10
 
 
 def test_loadtest_through_openai_client(server, tmp_path):
-    report = load_script("loadtest").main(["--url", server.url, "--api", "openai", "--model", "m", "--input-len", "300",
-                                           "--output-len", "10", "--concurrency", "2", "--num-requests", "4",
-                                           "--out", str(tmp_path)])
+    report = loadtest.run(loadtest.Options(url=server.url, api="openai", model="m", input_len=300, output_len=10,
+                                           concurrency=[2], num_requests=4, out=tmp_path))
     (row,) = report["rows"]
     assert row["errors"] == 0 and row["output_tok_s"] > 0
     assert 300 * 2e-5 <= row["ttft_s_p50"] < 0.5  # the client's own set-up cost comes on top of prefill
@@ -98,9 +94,8 @@ def test_only_loopback_targets(url):
 
 
 def test_bench_prefill_decode_against_running_server(server, tmp_path):
-    bench = load_script("bench_prefill_decode")
-    report = bench.main(["--url", server.url, "--lengths", "1000", "3000", "--decode-lengths", "1000",
-                         "--decode-tokens", "12", "--repeats", "2", "--out", str(tmp_path)])
+    report = bench.run(bench.Options(url=server.url, lengths=[1000, 3000], decode_lengths=[1000], decode_tokens=12,
+                                     repeats=2, out=tmp_path))
     r = report["results"]["server"]
     assert r["prefill_s"]["3000"]["median"] == pytest.approx(3000 * 2e-5, abs=0.02)
     assert r["prefill_s"]["3000"]["median"] > r["prefill_s"]["1000"]["median"]
@@ -112,7 +107,6 @@ def test_bench_prefill_decode_against_running_server(server, tmp_path):
 
 
 def test_speedup_ratios():
-    bench = load_script("bench_prefill_decode")
     results = {
         "base": {"prefill_s": {"8": {"median": 2.0}}, "decode_tok_s": {"8": {"median": 100.0}}},
         "ic": {"prefill_s": {"8": {"median": 1.0}}, "decode_tok_s": {"8": {"median": 150.0}}},
@@ -206,8 +200,7 @@ def test_range_attribution_on_a_real_cuda_trace(tmp_path):
 def test_readme_benchmark_model_dir(tmp_path):
     """The benchmark model is the V3.2-shaped slice config plus an offline tokenizer (dummy weights)."""
     transformers = pytest.importorskip("transformers")
-    bench_readme = load_script("bench_readme")
-    out = bench_readme.model_dir(bench_readme.ROOT / "scripts" / "models" / "v32-slice-8l.json", tmp_path / "m")
+    out = bench_readme.model_dir(SLICE, tmp_path / "m")
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["hidden_size"], cfg["num_attention_heads"], cfg["q_lora_rank"], cfg["kv_lora_rank"]) == (7168, 128, 1536, 512)
     assert (cfg["index_n_heads"], cfg["index_head_dim"], cfg["index_topk"], cfg["num_experts_per_tok"]) == (64, 128, 2048, 8)
@@ -221,9 +214,8 @@ def test_readme_benchmark_model_dir(tmp_path):
 
 
 def test_memory_table_helpers(server):
-    memory_table = load_script("memory_table")
-    assert memory_table.maps_for(8) == {"stock": None, "allF": "FFFFFFFF", "1of2": "FSFSFSFS", "1of4": "FSSSFSSS"}
-    assert memory_table.capacity(server.url)["max_total_num_tokens"] == server.capacity
+    assert ratio_maps(8) == {"stock": None, "allF": "FFFFFFFF", "1of2": "FSFSFSFS", "1of4": "FSSSFSSS"}
+    assert capacity(server.url)["max_total_num_tokens"] == server.capacity
     rows = memory_table.with_ratios([
         {"map": "stock", "kv_dtype": "bf16", "max_total_num_tokens": 1000},
         {"map": "1of4", "kv_dtype": "bf16", "max_total_num_tokens": 1082},
@@ -233,7 +225,6 @@ def test_memory_table_helpers(server):
 
 
 def test_memory_table_swaps_the_decode_backend_for_fp8_only():
-    memory_table = load_script("memory_table")
     kit = ["--attention-backend", "nsa", "--nsa-decode-backend", "flashmla_sparse", "--page-size", "64"]
     assert memory_table.backend_flags(kit, "bfloat16") == kit
     fp8 = memory_table.backend_flags(kit, "fp8_e4m3")
@@ -242,7 +233,6 @@ def test_memory_table_swaps_the_decode_backend_for_fp8_only():
 
 
 def test_switch_under_load_load_pauses_and_counts(tmp_path):
-    switch_under_load = load_script("switch_under_load")
     fake = FakeServer(decode_s=0.001, fail_every=5)
     url = fake.start()
     try:
@@ -264,8 +254,6 @@ def test_switch_under_load_load_pauses_and_counts(tmp_path):
 
 
 def test_switch_under_load_verdicts():
-    switch_under_load = load_script("switch_under_load")
-
     def probes(*lps):
         return [{"ids": [1, 2], "prompt_lp": [lp]} for lp in lps]
 
@@ -290,7 +278,6 @@ def test_switch_under_load_verdicts():
 
 
 def test_readme_rows_use_the_share_at_each_context():
-    bench_readme = load_script("bench_readme")
     maps = {"stock": None, "allF": "FFFF", "1of4": "FSSS"}
     speedups = {"allF": {"prefill": {"8": 0.99}, "decode": {}},
                 "1of4": {"prefill": {"8": 1.2, "16": 1.5}, "decode": {"16": 1.1}}}
@@ -308,7 +295,6 @@ def test_readme_rows_use_the_share_at_each_context():
 def test_readme_benchmark_end_to_end_against_stand_in_servers(tmp_path, monkeypatch):
     """bench_readme.main: timings per map, the share from an eager all-F twin's profiles, then --reuse keeping
     the timings and measuring only the share again. Servers are stand-ins; the launches are recorded."""
-    bench_readme = load_script("bench_readme")
     fake = FakeServer(prefill_s_per_token=1e-6, decode_s=0.0005, capacity=60_000, indexer_share=0.3)
     url = fake.start()
     launched = []
@@ -327,10 +313,10 @@ def test_readme_benchmark_end_to_end_against_stand_in_servers(tmp_path, monkeypa
     monkeypatch.setattr(bench_readme, "Server", StandIn)
     monkeypatch.setattr(bench_readme, "model_dir", lambda config, out: out)
     monkeypatch.setattr(bench_readme, "TRACE_POLL_S", 0.05)
-    common = ["--maps", "stock", "allF", "--lengths", "2000", "--decode-lengths", "3000", "--full-kv-len", "5000",
-              "--repeats", "1"]
+    common = dict(config=SLICE, maps=["stock", "allF"], lengths=[2000], decode_lengths=[3000], full_kv_len=5000,
+                  repeats=1)
     try:
-        report = bench_readme.main([*common, "--out", str(tmp_path / "a")])
+        report = bench_readme.run(bench_readme.Options(**common, out=tmp_path / "a"))
         assert [name for name, _, _ in launched] == ["stock", "allF", "allF-eager"]
         assert "--disable-cuda-graph" in launched[2][1] and "--disable-cuda-graph" not in launched[1][1]
         assert launched[0][2] == {"SGLANG_INDEXCACHE_DISABLE": "1"} and launched[2][2] == launched[1][2]
@@ -344,8 +330,8 @@ def test_readme_benchmark_end_to_end_against_stand_in_servers(tmp_path, monkeypa
         assert "stock" in report["full_kv"]
 
         launched.clear()
-        again = bench_readme.main([*common, "--reuse", str(tmp_path / "a" / "partial.json"),
-                                   "--out", str(tmp_path / "b")])
+        again = bench_readme.run(bench_readme.Options(**common, reuse=tmp_path / "a" / "partial.json",
+                                                      out=tmp_path / "b"))
         assert [name for name, _, _ in launched] == ["allF-eager"]
         assert again["results"] == report["results"] and again["reused"].endswith("partial.json")
     finally:

@@ -1,17 +1,14 @@
-"""scripts/calibrate_testbed.py end to end on a tiny random testbed and random token splits."""
+"""bench.calibration_testbed (scripts/calibrate_testbed.py) end to end on a tiny random testbed and random token
+splits."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
 
 def test_searched_and_uniform_maps_on_both_domains(tmp_path, capsys):
-    import calibrate_testbed
+    from sglang_indexcache.bench import calibration_testbed
 
     from sglang_indexcache.testbed import tiny_model
     from sglang_indexcache.testbed.load import save_indexers
@@ -25,10 +22,10 @@ def test_searched_and_uniform_maps_on_both_domains(tmp_path, capsys):
     splits.mkdir()
     for name in ("prose-calibration", "prose-heldout", "code-calibration", "code-heldout"):
         np.save(splits / f"{name}.npy", rng.integers(0, 128, size=64).astype(np.uint16))
-    assert calibrate_testbed.main(["--out", str(tmp_path / "out"), "--model", f"testbed:{indexers}", "--splits",
-                                   str(splits), "--calibration-tokens", "32", "--seq-len", "16",
-                                   "--heldout-windows", "2", "--ratios", "0.5", "0.25"]) == 0
-    report = json.loads((tmp_path / "out" / "calibrate_testbed.json").read_text())
+    assert calibration_testbed.run(calibration_testbed.Options(
+        out=tmp_path / "out", model=f"testbed:{indexers}", splits=splits, calibration_tokens=32, seq_len=16,
+        heldout_windows=2, ratios=[0.5, 0.25])) == 0
+    report = json.loads((tmp_path / "out" / "calibrate_testbed.json").read_text())["results"]
     rows = report["heldout"]
     assert {"all-F", "uniform 1/2", "uniform 1/4", "greedy-1of2 (prose)", "greedy-1of4 (code)"} <= set(rows)
     assert rows["uniform 1/2"]["pattern"] == "FSFS" and rows["uniform 1/4"]["pattern"] == "FSSS"

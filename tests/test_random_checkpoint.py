@@ -1,6 +1,6 @@
-"""scripts/make_random_checkpoint.py writes a Hugging Face DeepSeek-V3.2 checkpoint: right names, shapes and scales."""
+"""bench.random_checkpoint (scripts/make_random_checkpoint.py) writes a Hugging Face DeepSeek-V3.2 checkpoint: right
+names, shapes and scales."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,10 +10,7 @@ from sglang_cpu import tiny_dsa_config
 torch = pytest.importorskip("torch")
 load_file = pytest.importorskip("safetensors.torch").load_file
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_random_checkpoint.py"
-_spec = importlib.util.spec_from_file_location("make_random_checkpoint", SCRIPT)
-mrc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mrc)
+mrc = pytest.importorskip("sglang_indexcache.bench.random_checkpoint")
 
 # Small but with every part of the real architecture: a dense first layer, MoE layers with shared experts,
 # MLA with a q LoRA, and a DSA indexer (index_head_dim kept at the real 128).
@@ -33,12 +30,13 @@ def make(tmp_path_factory):
     config.write_text(json.dumps(TINY))
     made = {}
 
-    def make(*flags: str) -> Path:
-        if flags not in made:
+    def make(**options) -> Path:
+        key = tuple(sorted(options.items()))
+        if key not in made:
             out = root / f"run{len(made)}"
-            mrc.main(["--config", str(config), "--out", str(out), "--device", "cpu", *flags])
-            made[flags] = out
-        return made[flags]
+            mrc.run(mrc.Options(config=config, out=out, device="cpu", **options))
+            made[key] = out
+        return made[key]
 
     return make
 
@@ -102,7 +100,7 @@ def test_transformers_loads_it(make):
 
 def test_scales(make):
     std = 0.03
-    written = load(make("--std", str(std)))
+    written = load(make(std=std))
     random_total = 0
     for name, t in written.items():
         if name.endswith("norm.weight"):
@@ -121,7 +119,7 @@ def test_scales(make):
 
 
 def test_seed_determines_bytes(make):
-    a, b, c = make(), make("--seed", "0", "--dtype", "bfloat16"), make("--seed", "1")
+    a, b, c = make(), make(seed=0, dtype="bfloat16"), make(seed=1)
     assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
     assert (a / "model.safetensors").read_bytes() != (c / "model.safetensors").read_bytes()
     ta, tc = load(a), load(c)
@@ -132,7 +130,7 @@ def test_seed_determines_bytes(make):
 
 def test_sharding_and_nextn_keep_values(make):
     base = load(make())
-    sharded_dir = make("--max-shard-gb", str(0.5 / 1024))
+    sharded_dir = make(max_shard_gb=0.5 / 1024)
     index = json.loads((sharded_dir / "model.safetensors.index.json").read_text())
     assert not (sharded_dir / "model.safetensors").exists()
     assert set(index["weight_map"]) == set(base)
@@ -140,7 +138,7 @@ def test_sharding_and_nextn_keep_values(make):
     sharded = load(sharded_dir)
     assert all(torch.equal(sharded[n], base[n]) for n in base)
 
-    with_nextn = load(make("--nextn"))
+    with_nextn = load(make(nextn=True))
     assert all(torch.equal(with_nextn[n], base[n]) for n in base)
     # The MTP layer is a MoE decoder layer plus its own input norms and projection, numbered after the last layer.
     last, mtp = f"model.layers.{N_LAYERS - 1}.", f"model.layers.{N_LAYERS}."
@@ -159,7 +157,7 @@ def test_sharding_and_nextn_keep_values(make):
 def test_config_and_tokenizer(make):
     pytest.importorskip("tokenizers")
     transformers = pytest.importorskip("transformers")
-    model_dir = make("--tokenizer")
+    model_dir = make(tokenizer=True)
     assert json.loads((model_dir / "config.json").read_text()) == TINY
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
     ids = [0, 5, 17, 510]

@@ -1,7 +1,5 @@
 """Shared layers carry no indexer weights; the loader gets exactly the indexer tensors the model still has."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
@@ -21,12 +19,11 @@ PATTERN = "FSSSFSSF"
 
 
 def checkpoint_names(cfg: dict) -> list[str]:
-    """The tensor names of a Hugging Face DeepSeek-V3.2 checkpoint for ``cfg`` (as scripts/ writes them)."""
-    path = Path(__file__).resolve().parents[1] / "scripts" / "make_random_checkpoint.py"
-    spec = importlib.util.spec_from_file_location("make_random_checkpoint", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return [name for name, _, _ in module.checkpoint_spec(cfg)]
+    """The tensor names of a Hugging Face DeepSeek-V3.2 checkpoint for ``cfg`` (as bench.random_checkpoint writes
+    them)."""
+    from sglang_indexcache.bench.random_checkpoint import checkpoint_spec
+
+    return [name for name, _, _ in checkpoint_spec(cfg)]
 
 
 @pytest.fixture

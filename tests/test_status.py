@@ -134,18 +134,14 @@ def test_prometheus_counters_follow_the_counters(active):
 
 
 def test_metrics_check_reads_what_prometheus_exposes(active):
-    """scripts/metrics_check.py parses the exposition prometheus_client writes and finds a missed flush."""
-    import importlib.util
+    """bench.metrics_check (scripts/metrics_check.py) parses the exposition prometheus_client writes and finds a
+    missed flush."""
     import json
-    from pathlib import Path
 
     from prometheus_client import REGISTRY as PROM
     from prometheus_client import generate_latest
 
-    spec = importlib.util.spec_from_file_location(
-        "metrics_check", Path(__file__).resolve().parents[1] / "scripts" / "metrics_check.py")
-    metrics_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(metrics_check)
+    from sglang_indexcache.bench import metrics_check
     metrics = Metrics(rank=0, interval_s=10)
     try:
         for _ in range(3):

@@ -22,11 +22,8 @@ def test_eval_rejects_a_bad_pattern():
 
 
 def test_eval_reads_a_yaml_map_for_the_model(write_map):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        from testbed_eval import parse_patterns
-    finally:
-        sys.path.pop(0)
+    from sglang_indexcache.testbed.cli import parse_patterns
+
     path = write_map("model:\n  architectures: [LlamaForCausalLM]\nmap:\n  freq: 2\n  offset: 1\nprovenance:\n  method: uniform\n")
     assert list(parse_patterns(["x=FSSS"], [str(path)], 4).values()) == ["FSSS", "FSFS"]
 

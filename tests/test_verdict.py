@@ -1,13 +1,9 @@
-"""Equal-or-different verdicts against the noise floor (sglang_indexcache.bench.verdict) and verify_gpu's report."""
+"""Equal-or-different verdicts against the noise floor (sglang_indexcache.bench.verdict) and verify_gpu's report
+(bench.verification)."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 from sglang_indexcache.bench import verdict
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "verify_gpu.py"
 
 
 def run(lp, ids):
@@ -50,10 +46,8 @@ def _suite(lp, ids):
 
 
 def test_verify_report_uses_each_groups_floor():
-    spec = importlib.util.spec_from_file_location("verify_gpu", SCRIPT)
-    verify = importlib.util.module_from_spec(spec)
-    sys.modules["verify_gpu"] = verify  # its dataclasses look their module up
-    spec.loader.exec_module(verify)
+    from sglang_indexcache.bench import verification as verify
+
     base = [-1.0] * 50
     results = {
         "stock": {k: v for k, v in _suite(base, [1, 2]).items() if not k.startswith("burst")},  # --quick

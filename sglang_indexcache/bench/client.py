@@ -9,6 +9,11 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+import requests
+
+# Prompt logprobs of the last tokens only: a 30K-token prompt's full logits over the vocabulary would not fit.
+LOGPROB_TAIL = 256
+
 
 @dataclass
 class RequestResult:
@@ -110,3 +115,24 @@ async def generate_openai(client, model: str, input_ids: list[int], max_new_toke
 def random_prompt(rng, length: int, vocab: int = 100_000) -> list[int]:
     """Random token ids; a fresh draw per request keeps the radix cache from serving a prefix."""
     return rng.integers(100, vocab, size=length).tolist()
+
+
+def greedy(url: str, ids: list[int], new_tokens: int, logprobs: bool = True, timeout: float = 600) -> dict:
+    """One blocking greedy ``/generate``: output ids and, with ``logprobs``, the prompt logprobs of the last
+    ``LOGPROB_TAIL`` tokens and the output's logprobs."""
+    body = {"input_ids": ids, "sampling_params": {"max_new_tokens": new_tokens, "temperature": 0.0}}
+    if logprobs:
+        body.update(return_logprob=True, logprob_start_len=max(0, len(ids) - LOGPROB_TAIL))
+    r = requests.post(f"{url}/generate", json=body, timeout=timeout)
+    r.raise_for_status()
+    out = r.json()
+    meta = out["meta_info"]
+    res = {"ids": out["output_ids"], "ttft": meta.get("e2e_latency")}
+    if logprobs:
+        res["prompt_lp"] = [x[0] for x in meta["input_token_logprobs"] if x[0] is not None]
+        res["out_lp"] = [x[0] for x in meta["output_token_logprobs"]]
+    return res
+
+
+def flush_cache(url: str) -> None:
+    requests.post(f"{url}/flush_cache", timeout=60)

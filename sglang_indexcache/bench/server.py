@@ -81,9 +81,3 @@ class Server:
             self.proc.wait()
             self.proc = None
             time.sleep(3)  # let the GPU memory go back before the next launch
-
-    def info(self) -> dict:
-        return requests.get(f"{self.url}/server_info", timeout=30).json()
-
-    def flush_cache(self) -> None:
-        requests.post(f"{self.url}/flush_cache", timeout=60)

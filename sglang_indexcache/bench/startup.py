@@ -6,12 +6,18 @@ interpreters add each as a site directory (running its ``.pth`` files) and repor
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+from . import results
+
+WHAT = "startup_cost: what the .pth start-up hook costs a process that serves no map"
 
 PTH = "sglang_indexcache.pth"
 _MODULES = "import site, sys; site.addsitedir({site!r}); print('\\n'.join(sorted(sys.modules)))"
@@ -51,3 +57,22 @@ def compare(with_hook: Path, without_hook: Path, runs: int, env: dict | None = N
     median = {k: statistics.median(v) for k, v in times.items()}
     return {"runs": runs, "median_s": median, "overhead_s": median["with"] - median["without"],
             "extra_modules": extra, "times_s": times}
+
+
+def run(out: Path, runs: int, source: Path) -> dict:
+    """Install ``source`` into a fresh site directory, compare start-ups with and without its hook; prints a
+    table and writes ``startup.json`` under ``out``."""
+    work = Path(tempfile.mkdtemp())
+    installed = work / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
+                    str(installed), str(source)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SGLANG_INDEXCACHE")}
+    result = compare(*site_pair(installed, work), runs, env)
+    out.mkdir(parents=True, exist_ok=True)
+    results.write(out / "startup.json", WHAT, {"out": out, "runs": runs}, {**result, "python": sys.version})
+    print(f"\n| site dir | median start-up ({runs} runs) |\n|---|---|")
+    print(f"| without the hook | {result['median_s']['without'] * 1e3:.1f} ms |")
+    print(f"| with the hook | {result['median_s']['with'] * 1e3:.1f} ms |")
+    print(f"| difference | {result['overhead_s'] * 1e3:+.1f} ms |")
+    print(f"\nmodules imported beyond a plain start-up: {result['extra_modules'] or 'none'}")
+    return result

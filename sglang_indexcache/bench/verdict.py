@@ -5,8 +5,10 @@ set by a handful of near-tied positions, so the statistic is the mean absolute p
 every compared position. Its noise floor is the larger of two launches of the same server compared with each
 other and one server answering the same cold prompt twice. A pair is "within noise" when its mean difference
 is at most ``EQUAL_WITHIN`` times the floor; a pair that must differ is "sensitive" when its mean is at least
-``SENSITIVE_FROM`` times the floor. Token agreement (the share of generated tokens equal position by position)
-is reported beside it; greedy decoding diverges for good after the first differing token, so it is not judged.
+``SENSITIVE_FROM`` times the floor. Checks with a handful of probes judge their largest difference against a
+floor of largest differences by the same two multiples (``within_noise``, ``beyond_noise``). Token agreement
+(the share of generated tokens equal position by position) is reported beside it; greedy decoding diverges for
+good after the first differing token, so it is not judged.
 """
 
 from __future__ import annotations
@@ -66,10 +68,25 @@ def noise_floor(comparisons: Iterable[Comparison]) -> float | None:
     return max(means) if means else None
 
 
-def multiple(c: Comparison, floor: float | None) -> float | None:
-    if floor is None or c.mean_lp_diff is None:
+def ratio(value: float | None, floor: float | None) -> float | None:
+    """``value`` as a multiple of the noise floor (a floor of 0 makes any difference infinitely many)."""
+    if floor is None or value is None:
         return None
-    return c.mean_lp_diff / floor if floor > 0 else float("inf") if c.mean_lp_diff > 0 else 0.0
+    return value / floor if floor > 0 else float("inf") if value > 0 else 0.0
+
+
+def multiple(c: Comparison, floor: float | None) -> float | None:
+    return ratio(c.mean_lp_diff, floor)
+
+
+def within_noise(value: float | None, floor: float | None) -> bool:
+    m = ratio(value, floor)
+    return m is not None and m <= EQUAL_WITHIN
+
+
+def beyond_noise(value: float | None, floor: float | None) -> bool:
+    m = ratio(value, floor)
+    return m is not None and m >= SENSITIVE_FROM
 
 
 def judge_equal(c: Comparison, floor: float | None) -> str:
@@ -77,16 +94,14 @@ def judge_equal(c: Comparison, floor: float | None) -> str:
         return "identical"
     if c.nonfinite:
         return "DIFFERS"
-    m = multiple(c, floor)
-    if m is None:
+    if multiple(c, floor) is None:
         return "no floor"
-    return "within noise" if m <= EQUAL_WITHIN else "DIFFERS"
+    return "within noise" if within_noise(c.mean_lp_diff, floor) else "DIFFERS"
 
 
 def judge_different(c: Comparison, floor: float | None) -> str:
     if c.nonfinite:
         return "sensitive"
-    m = multiple(c, floor)
-    if m is None:
+    if multiple(c, floor) is None:
         return "no floor"
-    return "sensitive" if m >= SENSITIVE_FROM else "INSENSITIVE"
+    return "sensitive" if beyond_noise(c.mean_lp_diff, floor) else "INSENSITIVE"

@@ -43,3 +43,20 @@ def base_identity(base: str) -> dict:
         path = Path(where) / gguf
         record.update(file=gguf, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
     return record
+
+
+def parse_patterns(patterns: list[str], maps: list[str], num_layers: int) -> dict[str, str]:
+    """``--pattern NAME=FS...`` and ``--map`` names or files, as ``{name: pattern}`` for ``num_layers`` layers."""
+    out = {}
+    for item in patterns:
+        name, sep, pattern = item.partition("=")
+        if not sep or set(pattern) - {"F", "S"} or len(pattern) != num_layers or pattern[:1] != "F":
+            raise MapError("--pattern", item, f"not NAME= and {num_layers} F/S characters starting with F",
+                           "e.g. --pattern half=" + ("FS" * num_layers)[:num_layers])
+        out[name] = pattern
+    for name in maps:
+        from ..layer_map import LayerMap
+
+        layer_map = LayerMap.load(name, num_layers=num_layers)
+        out[Path(layer_map.label).stem] = layer_map.pattern
+    return out
