@@ -27,8 +27,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sglang_indexcache.analysis.capture_files import request_dir  # noqa: E402
 from sglang_indexcache.analysis.compare import labels_are_positions, overlap_distance, set_agreement  # noqa: E402
-from sglang_indexcache.analysis.capture_files import ENV_CAPTURE_DIR, request_dir  # noqa: E402
+from sglang_indexcache.names import ENV_CAPTURE_DIR  # noqa: E402
 from sglang_indexcache.analysis.runs import capture_from_server  # noqa: E402
 from sglang_indexcache.bench.client import random_prompt  # noqa: E402
 from sglang_indexcache.bench.server import Server, map_file, num_layers  # noqa: E402

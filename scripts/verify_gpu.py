@@ -294,7 +294,7 @@ GROUP_OF = {"sched-": "schedule"}
 
 
 def verdict_schedule_keys(config: dict) -> list[str]:
-    from sglang_indexcache.keys import SCHEDULE_KEYS
+    from sglang_indexcache.names import SCHEDULE_KEYS
 
     return [k for k in SCHEDULE_KEYS if config.get(k) is not None]
 

@@ -17,7 +17,7 @@ from sglang_indexcache.bench.bound import (
     load_trace,
     range_kernel_times,
 )
-from sglang_indexcache.counters import PROFILER_RANGE
+from sglang_indexcache.names import PROFILER_RANGE
 from sglang_indexcache.bench.client import require_loopback
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
