@@ -1,22 +1,29 @@
 """Adapters that hook IndexCache into SGLang; everything SGLang-specific lives here and nowhere else.
 
-Patch manifest (each is one small module, applied through ``PatchRegistry`` so ``revert()`` restores the
-exact original objects; targets are feature-detected in ``targets.py``):
+Layout, by the process a patch runs in: ``main/`` patches the server's main process (server arguments, the
+HTTP routes and their admin key check), ``worker/`` every scheduler process (the model, its memory, the
+scheduler). Shared by both: ``table.py`` (every patch, declared), ``registry.py`` (what is replaced, for
+``revert()``), ``targets.py`` (the one door into SGLang), ``state.py`` (this process's state), ``process_map.py``
+(the map this process runs), ``switch_messages.py`` (what the HTTP server and the schedulers send each other),
+``autoload.py`` / ``post_import.py`` (arming in every process without importing anything at start-up).
 
-| patch | target | why |
-|---|---|---|
-| ``indexer_forward`` | ``nsa_indexer.Indexer.forward`` | Full layers run the indexer and publish its top-k on the ForwardBatch; Shared layers run no indexer work at all (no projections, no index-K writes, no top-k) |
-| ``attention_roles`` | ``deepseek_v2.DeepseekV2AttentionMLA.__init__`` | give each layer's indexer its Full/Shared role from the map; switch SGLang's native ``skip_topk`` sharing off so there is one implementation; NextN/MTP layers keep their own indexer |
-| ``model_checks`` | ``deepseek_v2.DeepseekV2Model.__init__`` | refuse to build a model whose local DSA layers did not all get a role; log the active map once per process |
-| ``model_forward_reset`` | ``deepseek_v2.DeepseekV2Model.forward`` | clear the ForwardBatch's indices on entry, so a re-run batch (CUDA-graph capture) never reads the last run's |
-| ``index_k_memory`` | ``NSATokenToKVPool.__init__``, ``ModelRunnerKVCacheMixin.get_cell_size_per_token`` / ``_init_pools`` | Shared layers get no index-key cache (132 B/token/layer) and the token budget counts only Full layers, so ``max_total_num_tokens`` grows; draft (NextN) pools and HiSparse pools keep every buffer |
-| ``shared_indexer_weights`` | ``DeepseekV2ForCausalLM.load_weights`` (+ in ``attention_roles``) | Shared layers' indexer projections and ``k_norm`` are removed after construction and their checkpoint tensors dropped before loading, so checkpoints without them (GLM-5.2) load and the memory goes to KV |
-| ``scheduler_status`` | ``scheduler.Scheduler.get_internal_state`` | report the active map and per-layer indexer counters in SGLang's internal state (``/server_info``) |
-| ``admin_endpoint`` | ``http_server.app`` routes | ``GET /indexcache``: that state per data-parallel rank; an admin endpoint (needs ``--admin-api-key``, checked by the endpoint itself in every HTTP mode: ``admin_auth``) |
-| ``map_switch`` | ``scheduler.Scheduler.init_request_dispatcher`` / ``process_input_requests`` | schedulers take a ``SwitchMapReq``, answer ready once fully idle, and on the commit flush the radix cache and KV pool and give every indexer its role under the new map (between forwards, so no forward mixes two maps); a cancel drops an uncommitted switch |
-| ``map_switch_endpoint`` | ``http_server.app`` routes | ``POST /indexcache/map`` (admin, key checked by the endpoint): validate against the model and the start-up map off the event loop, drain through the tokenizer manager's ``model_update_lock``, commit once every rank is ready, all within ``SGLANG_INDEXCACHE_SWITCH_TIMEOUT`` |
-| ``topk_capture`` | ``nsa_indexer.Indexer.forward_cuda``, ``DeepseekV2ForCausalLM.forward`` | capture mode, only with ``SGLANG_INDEXCACHE_CAPTURE_DIR`` set (otherwise nothing is wrapped): the top-k of requests flagged by their ``rid`` is copied per layer and written after the forward, bounded in size, for ``sglang-indexcache analyze --url`` |
-| ``server_args`` | ``server_args.ServerArgs.__post_init__`` | main process only: resolve and validate the requested map against the model config before any weights load, and hand it to the spawned workers |
+Patch manifest (``table.py`` holds the same rows with the upstream status and when each can go; every patch
+is applied through ``PatchRegistry`` so ``revert()`` restores the exact original objects):
+
+| patch | process | target | why |
+|---|---|---|---|
+| ``indexer_forward`` | worker | ``nsa_indexer.Indexer.forward`` | Full layers run the indexer and publish its top-k on the ForwardBatch; Shared layers run no indexer work at all (no projections, no index-K writes, no top-k) |
+| ``attention_roles`` | worker | ``deepseek_v2.DeepseekV2AttentionMLA.__init__`` | give each layer's indexer its Full/Shared role from the map; switch SGLang's native ``skip_topk`` sharing off so there is one implementation; NextN/MTP layers keep their own indexer |
+| ``model_checks`` | worker | ``deepseek_v2.DeepseekV2Model.__init__`` | refuse to build a model whose local DSA layers did not all get a role; log the active map once per process |
+| ``model_forward_reset`` | worker | ``deepseek_v2.DeepseekV2Model.forward`` | clear the ForwardBatch's indices on entry, so a re-run batch (CUDA-graph capture) never reads the last run's |
+| ``index_k_memory`` | worker | ``memory_pool.NSATokenToKVPool.__init__``, ``model_runner_kv_cache_mixin.ModelRunnerKVCacheMixin.get_cell_size_per_token``, ``model_runner_kv_cache_mixin.ModelRunnerKVCacheMixin._init_pools`` | Shared layers get no index-key cache (132 B/token/layer) and the token budget counts only Full layers, so ``max_total_num_tokens`` grows; draft (NextN) pools and HiSparse pools keep every buffer |
+| ``shared_indexer_weights`` | worker | ``deepseek_v2.DeepseekV2ForCausalLM.load_weights`` | Shared layers' indexer projections and ``k_norm`` are removed after construction (in ``attention_roles``) and their checkpoint tensors dropped before loading, so checkpoints without them (GLM-5.2) load and the memory goes to KV |
+| ``scheduler_status`` | worker | ``scheduler.Scheduler.get_internal_state`` | report the active map and per-layer indexer counters in SGLang's internal state (``/server_info``) |
+| ``map_switch`` | worker | ``scheduler.Scheduler.init_request_dispatcher``, ``scheduler.Scheduler.process_input_requests`` | schedulers take a ``SwitchMapReq``, answer ready once fully idle, and on the commit flush the radix cache and KV pool and give every indexer its role under the new map (between forwards, so no forward mixes two maps); a cancel drops an uncommitted switch |
+| ``topk_capture`` | worker | ``nsa_indexer.Indexer.forward_cuda``, ``deepseek_v2.DeepseekV2ForCausalLM.forward`` | capture mode, only with ``SGLANG_INDEXCACHE_CAPTURE_DIR`` set (otherwise nothing is wrapped): the top-k of requests flagged by their ``rid`` is copied per layer and written after the forward, bounded in size, for ``sglang-indexcache analyze --url`` |
+| ``server_args`` | main | ``server_args.ServerArgs.__post_init__`` | resolve and validate the requested map against the model config before any weights load, and hand it to the spawned workers |
+| ``admin_endpoint`` | main | ``http_server.app`` | ``GET /indexcache``: that state per data-parallel rank; an admin endpoint (needs ``--admin-api-key``, checked by the endpoint itself in every HTTP mode: ``main/admin_auth.py``) |
+| ``map_switch_endpoint`` | main | ``http_server.app`` | ``POST /indexcache/map`` (admin, key checked by the endpoint): validate against the model and the start-up map off the event loop, drain through the tokenizer manager's ``model_update_lock``, commit once every rank is ready, all within ``SGLANG_INDEXCACHE_SWITCH_TIMEOUT`` |
 
 Upstream status: SGLang 0.5.10.post1 carries indices between layers natively (``index_topk_freq``/
 ``index_topk_pattern``) but drops them in two-batch overlap, falls back to a Shared layer's own indexer at
@@ -28,67 +35,33 @@ capturer; 0.5.12.post1 and later return the indexer's top-k natively (``--enable
 from __future__ import annotations
 
 from .registry import PatchRegistry
+from .state import reset
+from .table import WORKER, check_worker_targets, rows
 
 REGISTRY = PatchRegistry()
-_PLANS: dict[int, object] = {}
+
+
+def apply(process: str | None = None, when: str | None = None) -> None:
+    """Apply the table's patches of ``process`` triggered by the import of ``when`` (None: all); idempotent.
+
+    Worker patches are all or nothing about SGLang: every target they use is probed first, and a missing one
+    raises ``IncompatibleSGLang`` before anything is replaced.
+    """
+    todo = [patch for patch in rows(process, when) if patch.enabled() and not REGISTRY.has(patch.name)]
+    if any(patch.process == WORKER for patch in todo):
+        check_worker_targets()
+    for patch in todo:
+        for target in patch.targets:
+            target.resolve()
+        patch.function()(REGISTRY)
 
 
 def apply_model_patches() -> None:
-    """Patch the model classes; idempotent. Raises ``IncompatibleSGLang`` if a target is missing."""
-    from .attention_roles import apply_attention_roles
-    from .index_k_memory import apply_index_k_memory
-    from .indexer_forward import apply_indexer_forward
-    from .map_switch import apply_switch_scheduler
-    from .model_checks import apply_model_checks
-    from .shared_indexer_weights import apply_shared_indexer_weights
-    from .status import apply_scheduler_status
-    from .topk_capture import apply_topk_capture
-    from .targets import ATTENTION_CLASS, check_model_targets
-
-    if REGISTRY.is_applied(ATTENTION_CLASS.resolve(), "__init__"):
-        return
-    check_model_targets()
-    apply_indexer_forward(REGISTRY)
-    apply_attention_roles(REGISTRY, plan_for)
-    apply_model_checks(REGISTRY, plan_for)
-    apply_index_k_memory(REGISTRY, plan_for)
-    apply_scheduler_status(REGISTRY)
-    apply_shared_indexer_weights(REGISTRY, plan_for)
-    apply_switch_scheduler(REGISTRY)
-    apply_topk_capture(REGISTRY)
+    """The worker patches (the model, its memory, the scheduler); idempotent."""
+    apply(WORKER)
 
 
 def revert() -> None:
+    """Undo every patch and forget this process's state."""
     REGISTRY.revert()
-    _PLANS.clear()
-
-
-def plan_for(config):
-    """This process's map for a model config, computed once; None when no map is requested."""
-    from .process_map import plan, requested_map
-
-    key = id(config)
-    if key not in _PLANS:
-        layer_map = requested_map()
-        _PLANS[key] = None if layer_map is None else plan(
-            layer_map, config.num_hidden_layers, _stage(config.num_hidden_layers), _tbo_start(config))
-    return _PLANS[key]
-
-
-def _stage(num_layers: int) -> tuple[int, int]:
-    from .targets import PP_GROUP, PP_INDICES
-
-    try:
-        group = PP_GROUP.resolve()()
-    except AssertionError:  # no pipeline group initialised: a single stage
-        return 0, num_layers
-    return tuple(PP_INDICES.resolve()(num_layers, group.rank_in_group, group.world_size))
-
-
-def _tbo_start(config) -> int | None:
-    from .targets import GLOBAL_SERVER_ARGS
-
-    if not getattr(GLOBAL_SERVER_ARGS.resolve()(), "enable_two_batch_overlap", False):
-        return None
-    return getattr(config, "first_k_dense_replace", 0)
-
+    reset()

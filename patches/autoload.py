@@ -4,8 +4,9 @@ being served states its own sharing schedule.
 The ``.pth`` start-up hook imports nothing: it leaves a finder on ``sys.meta_path`` that calls
 :func:`on_sglang_import` when the process first imports ``sglang`` (spawned workers too); newer SGLang also
 calls :func:`load_plugin` through the ``sglang.srt.plugins`` entry point. Arming only registers post-import
-callbacks, so nothing of SGLang is imported here. With no request, only ``ServerArgs`` is watched: the main
-process reads the checkpoint's config there (``server_args``) and arms fully if it states a schedule.
+callbacks, so nothing of SGLang is imported here; each patch of ``table.py`` is applied when the SGLang module it
+names (``when``) is imported. With no request, only ``ServerArgs`` is watched: the main process reads the
+checkpoint's config there (``main/server_args.py``) and arms fully if it states a schedule.
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ from __future__ import annotations
 import os
 import sys
 
-from sglang_indexcache.keys import REQUEST_KEYS
+from sglang_indexcache.names import ENV_DISABLE, ENV_MAP, ENV_PATTERN, OVERRIDE_FLAG, REQUEST_KEYS
 
-from .env import ENV_DISABLE, ENV_MAP, ENV_PATTERN
-
-OVERRIDE_FLAG = "--json-model-override-args"
-_armed = False
+from .state import STATE
+from .targets import SERVER_ARGS
 
 
 def requested(environ, argv) -> bool:
@@ -37,11 +36,6 @@ def _override_values(argv):
             yield arg.split("=", 1)[1]
 
 
-def arm_if_requested() -> None:
-    if requested(os.environ, getattr(sys, "orig_argv", sys.argv)):
-        arm()
-
-
 def load_plugin() -> None:
     """Entry point for SGLang's plugin loader; re-entrant."""
     on_sglang_import()
@@ -54,40 +48,22 @@ def on_sglang_import() -> None:
     if requested(os.environ, getattr(sys, "orig_argv", sys.argv)):
         arm()
         return
+    from . import apply
     from .post_import import when_imported
+    from .table import MAIN
 
-    when_imported("sglang.srt.server_args", _patch_server_args)
+    when_imported(SERVER_ARGS, lambda _module: apply(MAIN, SERVER_ARGS))
 
 
 def arm() -> None:
-    global _armed
-    if _armed:
+    """Apply every patch of the table when the SGLang module that triggers it is first imported (now, if it is
+    already imported)."""
+    if STATE.armed:
         return
-    _armed = True
+    STATE.armed = True
+    from . import apply
     from .post_import import when_imported
+    from .table import PATCHES
 
-    when_imported("sglang.srt.server_args", _patch_server_args)
-    when_imported("sglang.srt.models.deepseek_v2", _patch_models)
-    when_imported("sglang.srt.entrypoints.http_server", _add_admin_endpoint)
-
-
-def _patch_server_args(_module) -> None:
-    from . import REGISTRY
-    from .server_args import apply_server_args
-
-    apply_server_args(REGISTRY)
-
-
-def _add_admin_endpoint(_module) -> None:
-    from . import REGISTRY
-    from .map_switch import apply_switch_endpoint
-    from .status import apply_admin_endpoint
-
-    apply_admin_endpoint(REGISTRY)
-    apply_switch_endpoint(REGISTRY)
-
-
-def _patch_models(_module) -> None:
-    from . import apply_model_patches
-
-    apply_model_patches()
+    for when in dict.fromkeys(patch.when for patch in PATCHES):
+        when_imported(when, lambda _module, when=when: apply(when=when))

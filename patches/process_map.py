@@ -10,8 +10,10 @@ import os
 from dataclasses import dataclass
 
 from sglang_indexcache.layer_map import LayerMap
+from sglang_indexcache.names import ENV_PATTERN, ENV_SOURCE
 
-from .env import ENV_PATTERN, ENV_SOURCE
+from .state import STATE
+from .targets import GLOBAL_SERVER_ARGS, PP_GROUP, PP_INDICES
 
 
 @dataclass(frozen=True)
@@ -56,3 +58,29 @@ def plan(layer_map: LayerMap, num_layers: int, stage: tuple[int, int], tbo_start
     if tbo_start is not None and start < tbo_start < end and not layer_map.is_full(tbo_start):
         forced[tbo_start] = "first two-batch-overlap layer"
     return ProcessMap(layer_map, layer_map.with_full(forced), forced)
+
+
+def plan_for(config) -> ProcessMap | None:
+    """This process's map for a model config, computed once per model shape; None when no map is requested."""
+    layer_map = requested_map()
+    if layer_map is None:
+        return None
+    num_layers = config.num_hidden_layers
+    key = (layer_map.pattern, layer_map.source, num_layers, _stage(num_layers), _tbo_start(config))
+    if key not in STATE.plans:
+        STATE.plans[key] = plan(layer_map, *key[2:])
+    return STATE.plans[key]
+
+
+def _stage(num_layers: int) -> tuple[int, int]:
+    try:
+        group = PP_GROUP.resolve()()
+    except AssertionError:  # no pipeline group initialised: a single stage
+        return 0, num_layers
+    return tuple(PP_INDICES.resolve()(num_layers, group.rank_in_group, group.world_size))
+
+
+def _tbo_start(config) -> int | None:
+    if not getattr(GLOBAL_SERVER_ARGS.resolve()(), "enable_two_batch_overlap", False):
+        return None
+    return getattr(config, "first_k_dense_replace", 0)

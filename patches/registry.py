@@ -1,4 +1,5 @@
-"""A record of every attribute we replace in SGLang, so that ``revert()`` restores the exact originals."""
+"""A record of every attribute we replace in SGLang, so that ``revert()`` restores the exact originals, and the
+one record of which patches are applied."""
 
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ class PatchRegistry:
         """Add ``item`` to a list the engine owns (e.g. its HTTP routes); ``revert()`` removes it again."""
         items.append(item)
         self._applied.append(Appended(items, item, patch, what))
+
+    def has(self, patch: str) -> bool:
+        """Whether patch ``patch`` replaced anything: the one idempotence guard (``patches.apply`` asks it)."""
+        return any(a.patch == patch for a in self._applied)
 
     def is_applied(self, owner: Any, attr: str) -> bool:
         return any(isinstance(a, Applied) and a.owner is owner and a.attr == attr for a in self._applied)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sglang.srt.managers.io_struct import BaseReq
+from .targets import BASE_REQ
+
+BaseReq = BASE_REQ.resolve()
 
 
 @dataclass

@@ -1,7 +1,9 @@
-"""Feature detection: every SGLang object we hook, found and checked before anything is patched.
+"""The one door into SGLang: every SGLang object the patches hook, call or read is named here, found and
+checked before anything is patched (no other module imports ``sglang``; tests/test_layering.py).
 
 We probe names and signatures instead of comparing version strings, so a newer SGLang that keeps these
-seams works and one that moved them is refused with the target named.
+seams works and one that moved them is refused with the target named. Which patch uses which target is in
+``table.py``; the attributes below are checked with the worker patches' targets (``table.check_worker_targets``).
 """
 
 from __future__ import annotations
@@ -101,56 +103,53 @@ class Attribute:
 
 INDEXER = "sglang.srt.layers.attention.nsa.nsa_indexer"
 DEEPSEEK = "sglang.srt.models.deepseek_v2"
+SERVER_ARGS = "sglang.srt.server_args"
+HTTP_SERVER = "sglang.srt.entrypoints.http_server"
+SCHEDULER = "sglang.srt.managers.scheduler"
+KV_MIXIN = "sglang.srt.model_executor.model_runner_kv_cache_mixin"
+MEMORY_POOL = "sglang.srt.mem_cache.memory_pool"
 
-INDEXER_FORWARD_CUDA = Target(INDEXER, "Indexer.forward_cuda",
-                              ("x", "q_lora", "positions", "forward_batch", "layer_id", "return_indices"))
+# -- what the patches replace (patches/table.py names them per patch)
 INDEXER_CLASS = Target(INDEXER, "Indexer")
 INDEXER_FORWARD = Target(INDEXER, "Indexer.forward")
+INDEXER_FORWARD_CUDA = Target(INDEXER, "Indexer.forward_cuda",
+                              ("x", "q_lora", "positions", "forward_batch", "layer_id", "return_indices"))
 ATTENTION_CLASS = Target(DEEPSEEK, "DeepseekV2AttentionMLA")
 ATTENTION_INIT = Target(DEEPSEEK, "DeepseekV2AttentionMLA.__init__", ("config", "layer_id", "is_nextn"))
 MODEL_CLASS = Target(DEEPSEEK, "DeepseekV2Model")
 MODEL_INIT = Target(DEEPSEEK, "DeepseekV2Model.__init__", ("config",))
 MODEL_FORWARD = Target(DEEPSEEK, "DeepseekV2Model.forward", ("forward_batch",))
-SERVER_ARGS_CLASS = Target("sglang.srt.server_args", "ServerArgs")
-PP_INDICES = Target("sglang.srt.distributed.utils", "get_pp_indices", ("num_hidden_layers", "pp_rank", "pp_size"))
-PP_GROUP = Target("sglang.srt.distributed", "get_pp_group")
-GLOBAL_SERVER_ARGS = Target("sglang.srt.server_args", "get_global_server_args")
-
-MODEL_TARGETS = (INDEXER_CLASS, INDEXER_FORWARD_CUDA, INDEXER_FORWARD, ATTENTION_CLASS, ATTENTION_INIT, MODEL_CLASS,
-                 MODEL_INIT, MODEL_FORWARD, PP_INDICES, PP_GROUP, GLOBAL_SERVER_ARGS)
-
-KV_MIXIN = "sglang.srt.model_executor.model_runner_kv_cache_mixin"
-NSA_POOL_CLASS = Target("sglang.srt.mem_cache.memory_pool", "NSATokenToKVPool")
-NSA_POOL_INIT = Target("sglang.srt.mem_cache.memory_pool", "NSATokenToKVPool.__init__",
+CAUSAL_LM_CLASS = Target(DEEPSEEK, "DeepseekV2ForCausalLM")
+LOAD_WEIGHTS = Target(DEEPSEEK, "DeepseekV2ForCausalLM.load_weights", ("weights", "is_nextn"))
+CAUSAL_LM_FORWARD = Target(DEEPSEEK, "DeepseekV2ForCausalLM.forward", ("input_ids", "positions", "forward_batch"))
+NSA_POOL_CLASS = Target(MEMORY_POOL, "NSATokenToKVPool")
+NSA_POOL_INIT = Target(MEMORY_POOL, "NSATokenToKVPool.__init__",
                        ("size", "page_size", "layer_num", "start_layer", "index_buf_size"))
 KV_MIXIN_CLASS = Target(KV_MIXIN, "ModelRunnerKVCacheMixin")
 CELL_SIZE = Target(KV_MIXIN, "ModelRunnerKVCacheMixin.get_cell_size_per_token", ("num_layers",))
 INIT_POOLS = Target(KV_MIXIN, "ModelRunnerKVCacheMixin._init_pools")
+SCHEDULER_CLASS = Target(SCHEDULER, "Scheduler")
+SCHEDULER_STATE = Target(SCHEDULER, "Scheduler.get_internal_state", ("recv_req",))
+SCHEDULER_DISPATCHER = Target(SCHEDULER, "Scheduler.init_request_dispatcher")
+SCHEDULER_INPUTS = Target(SCHEDULER, "Scheduler.process_input_requests", ("recv_reqs",))
+SERVER_ARGS_CLASS = Target(SERVER_ARGS, "ServerArgs")
+SERVER_ARGS_POST_INIT = Target(SERVER_ARGS, "ServerArgs.__post_init__")
+HTTP_APP = Target(HTTP_SERVER, "app")
 
-MEMORY_TARGETS = (NSA_POOL_CLASS, NSA_POOL_INIT, KV_MIXIN_CLASS, CELL_SIZE, INIT_POOLS)
-
-
-SCHEDULER_STATE = Target("sglang.srt.managers.scheduler", "Scheduler.get_internal_state", ("recv_req",))
-SCHEDULER_CLASS = Target("sglang.srt.managers.scheduler", "Scheduler")
-SCHEDULER_DISPATCHER = Target("sglang.srt.managers.scheduler", "Scheduler.init_request_dispatcher")
-SCHEDULER_INPUTS = Target("sglang.srt.managers.scheduler", "Scheduler.process_input_requests", ("recv_reqs",))
-SCHEDULER_IDLE = Target("sglang.srt.managers.scheduler", "Scheduler.is_fully_idle")
-SCHEDULER_FLUSH = Target("sglang.srt.managers.scheduler", "Scheduler.flush_cache")
+# -- what the patches call or read
+PP_INDICES = Target("sglang.srt.distributed.utils", "get_pp_indices", ("num_hidden_layers", "pp_rank", "pp_size"))
+PP_GROUP = Target("sglang.srt.distributed", "get_pp_group")
+GLOBAL_SERVER_ARGS = Target(SERVER_ARGS, "get_global_server_args")
+SCHEDULER_IDLE = Target(SCHEDULER, "Scheduler.is_fully_idle")
+SCHEDULER_FLUSH = Target(SCHEDULER, "Scheduler.flush_cache")
 TYPE_DISPATCHER = Target("sglang.utils", "TypeBasedDispatcher")
 BASE_REQ = Target("sglang.srt.managers.io_struct", "BaseReq")
-HTTP_SERVER = "sglang.srt.entrypoints.http_server"
-HTTP_APP = Target(HTTP_SERVER, "app")
 AUTH_LEVEL = Target("sglang.srt.utils.auth", "auth_level", ("level",))
+AUTH_LEVELS = Target("sglang.srt.utils.auth", "AuthLevel")
+GET_CONFIG = Target("sglang.srt.utils.hf_transformers_utils", "get_config", ("model", "trust_remote_code", "revision"))
+ATTENTION_TP_RANK = Target("sglang.srt.layers.dp_attention", "get_attention_tp_rank")
 
-CAUSAL_LM_CLASS = Target(DEEPSEEK, "DeepseekV2ForCausalLM")
-LOAD_WEIGHTS = Target(DEEPSEEK, "DeepseekV2ForCausalLM.load_weights", ("weights", "is_nextn"))
-
-# Everything the workers patch: checked in the main process before launch and again in each worker.
-SWITCH_TARGETS = (SCHEDULER_DISPATCHER, SCHEDULER_INPUTS, SCHEDULER_IDLE, SCHEDULER_FLUSH, TYPE_DISPATCHER, BASE_REQ)
-ALL_TARGETS = MODEL_TARGETS + MEMORY_TARGETS + SWITCH_TARGETS + (SCHEDULER_CLASS, SCHEDULER_STATE, CAUSAL_LM_CLASS,
-                                                                 LOAD_WEIGHTS)
-
-
+# -- attributes the patches read with a default
 MODEL_RUNNER = Target("sglang.srt.model_executor.model_runner", "ModelRunner")
 TOKENIZER_MANAGER = Target("sglang.srt.managers.tokenizer_manager", "TokenizerManager")
 ATTRIBUTES = (
@@ -177,11 +176,3 @@ ATTRIBUTES = (
         "enable_hierarchical_cache", "disaggregation_mode", "enable_two_batch_overlap", "enable_metrics",
         "disable_cuda_graph", "pp_size", "tokenizer_worker_num", "dp_size")),
 )
-
-
-def check_model_targets() -> None:
-    """Every method and attribute the patches use, in the main process before launch and again in each worker."""
-    for target in ALL_TARGETS:
-        target.resolve()
-    for attribute in ATTRIBUTES:
-        attribute.resolve()

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-ENV_ADMIN_KEY = "SGLANG_INDEXCACHE_ADMIN_API_KEY"
+from .names import ROUTE_STATUS, ROUTE_SWITCH
 
 
 class AdminError(RuntimeError):
@@ -44,7 +44,7 @@ def _call(url: str, admin_api_key: str, method: str, path: str, body: dict | Non
 
 def status(url: str, admin_api_key: str) -> list[dict | None]:
     """The active map and counters of each data-parallel rank."""
-    return _call(url, admin_api_key, "GET", "/indexcache")["dp_ranks"]
+    return _call(url, admin_api_key, "GET", ROUTE_STATUS)["dp_ranks"]
 
 
 def switch_map(url: str, admin_api_key: str, map_ref: str | None = None, **schedule: Any) -> dict[str, Any]:
@@ -55,4 +55,4 @@ def switch_map(url: str, admin_api_key: str, map_ref: str | None = None, **sched
     body = {k: v for k, v in schedule.items() if v is not None}
     if map_ref is not None:
         body["map"] = map_ref
-    return _call(url, admin_api_key, "POST", "/indexcache/map", body)
+    return _call(url, admin_api_key, "POST", ROUTE_SWITCH, body)

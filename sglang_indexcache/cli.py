@@ -9,12 +9,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from .admin import ENV_ADMIN_KEY, AdminError
+from .admin import AdminError
 from .analysis.command import analyze
 from .errors import MapError
 from .layer_map import LayerMap
 from .maps import shipped_maps
 from .model_config import load_model_config
+from .names import ENV_ADMIN_KEY
 
 app = typer.Typer(
     help="IndexCache for SGLang: layer maps that keep the DSA indexer only in Full layers.",
@@ -82,8 +83,8 @@ def serve(
     import os
     import runpy
 
+    from .names import ENV_MAP
     from .patches.autoload import arm
-    from .patches.env import ENV_MAP
 
     os.environ[ENV_MAP] = map_
     arm()

@@ -29,8 +29,3 @@ def shipped_maps() -> dict[str, Traversable]:
             if item.name.endswith(SUFFIX):
                 found[f"{family.name}/{item.name[: -len(SUFFIX)]}"] = item
     return dict(sorted(found.items()))
-
-
-def shipped_model_config(name: str) -> Traversable:
-    """A bundled ``config.json`` of a DSA model family, for demos and offline validation."""
-    return _root() / "models" / name / "config.json"

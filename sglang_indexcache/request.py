@@ -13,12 +13,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import MapError
-from .keys import ENV_MAP, MAP_KEY, REQUEST_KEYS, SCHEDULE_KEYS
 from .layer_map import LayerMap
 from .model_config import require_dsa
+from .names import ENV_MAP, MAP_KEY, OVERRIDE_FLAG, REQUEST_KEYS, SCHEDULE_KEYS
 from .schema import MapRequest, to_map_error
 
-OVERRIDES = "--json-model-override-args"
 CHECKPOINT = "checkpoint"  # how start-up lines name a schedule that came from the checkpoint's config.json
 
 
@@ -31,7 +30,7 @@ def parse_request(values: Mapping[str, Any], source: str) -> MapRequest:
 
 
 def resolve_request(env_map: str | None, overrides: Mapping[str, Any], config: Mapping[str, Any],
-                    config_source: str, request_source: str = OVERRIDES) -> LayerMap | None:
+                    config_source: str, request_source: str = OVERRIDE_FLAG) -> LayerMap | None:
     """The map to serve, checked against the model's config; None when IndexCache is not requested."""
     request = parse_request({k: overrides[k] for k in REQUEST_KEYS if k in overrides}, request_source)
     if env_map and request.indexcache_map is None:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from .errors import MapError
+from .names import MAP_KEY
 from .schedule import DEFAULT_OFFSET, FULL, INDEXER_TYPE_CHARS, SHARED, pattern_from_freq, pattern_from_indexer_types
 
 MAP_KEYS = ("pattern", "freq", "indexer_types")
@@ -141,7 +142,7 @@ class MapRequest(_Strict):
         if self.indexcache_map is not None and (schedule or self.index_skip_topk_offset is not None):
             raise _fail(f"given together with {', '.join(schedule or ['index_skip_topk_offset'])}",
                         "give either a map (indexcache_map or SGLANG_INDEXCACHE_MAP) or the schedule keys, not both",
-                        ("indexcache_map",))
+                        (MAP_KEY,))
         if len(schedule) > 1:
             raise _fail(f"several schedules given ({', '.join(schedule)})", "give exactly one of them", (schedule[1],))
         if self.index_skip_topk_offset is not None and self.index_topk_freq is None:
@@ -151,7 +152,7 @@ class MapRequest(_Strict):
 
     @property
     def schedule(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_dump(exclude={"indexcache_map"}).items() if v is not None}
+        return {k: v for k, v in self.model_dump(exclude={MAP_KEY}).items() if v is not None}
 
 
 class LossStep(BaseModel):
@@ -195,13 +196,6 @@ class MapFile(_Strict):
         return self
 
 
-_GENERIC_FIXES = {
-    "extra_forbidden": "remove it (allowed: {allowed})",
-    "missing": "add it",
-    "literal_error": "use one of {expected}",
-}
-
-
 # Type errors name the kinds, never the value: an error must not echo what a file holds.
 _KINDS = {"int_type": "an integer", "string_type": "a string", "list_type": "a list", "bool_type": "true or false",
           "float_type": "a number", "model_type": "a mapping (key: value)", "dict_type": "a mapping (key: value)",
@@ -242,8 +236,8 @@ def to_map_error(err: ValidationError, source: str) -> MapError:
         return MapError(source, key, f"expected {_KINDS[kind]}, got {kind_of(first['input'])}",
                         _FIXES.get(kind, "write a mapping of the allowed keys"))
     if kind == "extra_forbidden":
-        return MapError(source, key, "unknown key", _GENERIC_FIXES[kind].format(
-            allowed=", ".join(_allowed(loc[:-1], _SCHEMAS.get(err.title, MapFile)))))
+        allowed = ", ".join(_allowed(loc[:-1], _SCHEMAS.get(err.title, MapFile)))
+        return MapError(source, key, "unknown key", f"remove it (allowed: {allowed})")
     if kind == "missing":
         return MapError(source, key, "required key is missing", "add it")
     if kind == "literal_error":

@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MapError
-from .keys import ENV_MAP_DIR, ENV_SWITCH_TIMEOUT, MAP_KEY, SCHEDULE_KEYS
 from .layer_map import LayerMap
 from .maps import ShippedName, shipped_maps
+from .names import ENDPOINT, ENV_MAP_DIR, ENV_SWITCH_TIMEOUT, MAP_KEY, SCHEDULE_KEYS
 from .request import parse_request, requested_map
 from .schema import MapRequest
 
-ENDPOINT = "POST /indexcache/map"
 SWITCH_KEYS = ("map", *SCHEDULE_KEYS)  # a request body: a map name/path, or the HF schedule keys
 DEFAULT_SWITCH_TIMEOUT_S = 120.0
 

@@ -147,7 +147,7 @@ class FakeServer:
         return web.Response(text="ok")
 
     def _write_trace(self, output_dir: str) -> None:
-        from sglang_indexcache.counters import PROFILER_RANGE
+        from sglang_indexcache.names import PROFILER_RANGE
 
         ours = 1000 * self.indexer_share
         events = [

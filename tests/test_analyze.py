@@ -8,7 +8,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from sglang_indexcache.analysis.capture_files import RID_PREFIX, read_capture, relabel, write_chunk
+from sglang_indexcache.analysis.capture_files import read_capture, relabel, write_chunk
+from sglang_indexcache.names import CAPTURE_RID_PREFIX as RID_PREFIX
 from sglang_indexcache.analysis.overlap import OverlapAccumulator, depth_edges
 from sglang_indexcache.analysis.report import build_report, summary_lines
 from sglang_indexcache.cli import app

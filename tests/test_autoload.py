@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from sglang_indexcache.names import WORKER_PACKAGE
+
 pytest.importorskip("sglang")
 pytestmark = pytest.mark.sglang
 
@@ -84,7 +86,7 @@ def test_disable_wins(site_dir):
 def test_registry_route_patches_workers(site_dir):
     """SGLang's model registry imports our worker package, which patches even without the .pth hook."""
     out = run(site_dir, "import sglang.srt.models.registry; " + CHECK_PATCHED,
-              env={"SGLANG_INDEXCACHE_DISABLE": "1", "SGLANG_EXTERNAL_MODEL_PACKAGE": "sglang_indexcache.patches.worker"})
+              env={"SGLANG_INDEXCACHE_DISABLE": "1", "SGLANG_EXTERNAL_MODEL_PACKAGE": WORKER_PACKAGE})
     assert out.stdout.strip().endswith("PATCHED"), out.stderr[-2000:]
 
 

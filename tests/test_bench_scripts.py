@@ -24,7 +24,7 @@ from sglang_indexcache.bench import switching_check as switch_under_load
 from sglang_indexcache.bench.client import require_loopback
 from sglang_indexcache.bench.patterns import ratio_maps
 from sglang_indexcache.bench.serverinfo import capacity
-from sglang_indexcache.counters import PROFILER_RANGE
+from sglang_indexcache.names import PROFILER_RANGE
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 SLICE = SCRIPTS / "models" / "v32-slice-8l.json"

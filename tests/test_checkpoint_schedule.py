@@ -50,7 +50,7 @@ SERVE = textwrap.dedent("""
     print("PATTERN", os.environ.get("SGLANG_INDEXCACHE_PATTERN"))
     if os.environ.get("SGLANG_INDEXCACHE_PATTERN") and {build}:
         import sglang_cpu
-        from sglang_indexcache.patches.indexer_forward import ROLE
+        from sglang_indexcache.patches.worker.indexer_forward import ROLE
         model = sglang_cpu.build_model(json.load(open({model!r} + "/config.json")))
         layers = model.model.layers
         print("ROLES", "".join("F" if getattr(l.self_attn.indexer, ROLE).full else "S" for l in layers))

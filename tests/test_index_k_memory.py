@@ -10,8 +10,9 @@ import sglang_cpu
 sglang_cpu.install_import_stubs()
 pytest.importorskip("sglang")
 
-from sglang_indexcache.patches import apply_model_patches, plan_for, revert  # noqa: E402
-from sglang_indexcache.patches.env import ENV_PATTERN  # noqa: E402
+from sglang_indexcache.patches import apply_model_patches, revert  # noqa: E402
+from sglang_indexcache.patches.process_map import plan_for  # noqa: E402
+from sglang_indexcache.names import ENV_PATTERN  # noqa: E402
 
 pytestmark = pytest.mark.sglang
 PATTERN = "FFSSSFSS"

@@ -19,12 +19,13 @@ import sglang_cpu
 sglang_cpu.install_import_stubs()
 pytest.importorskip("sglang")
 
-from sglang_indexcache.counters import COUNTERS  # noqa: E402
+from sglang_indexcache.patches.state import COUNTERS  # noqa: E402
 from sglang_indexcache.patches import REGISTRY, apply_model_patches, revert  # noqa: E402
-from sglang_indexcache.patches import map_switch  # noqa: E402
-from sglang_indexcache.patches.env import ENV_PATTERN, ENV_SOURCE  # noqa: E402
-from sglang_indexcache.patches.indexer_forward import ROLE  # noqa: E402
-from sglang_indexcache.patches.status import set_active, status  # noqa: E402
+from sglang_indexcache.patches.main import map_switch_endpoint  # noqa: E402
+from sglang_indexcache.patches.worker import map_switch  # noqa: E402
+from sglang_indexcache.names import ENV_PATTERN, ENV_SOURCE  # noqa: E402
+from sglang_indexcache.patches.worker.indexer_forward import ROLE  # noqa: E402
+from sglang_indexcache.patches.worker.scheduler_status import status  # noqa: E402
 
 pytestmark = pytest.mark.sglang
 STARTUP = "FSFSFSFS"
@@ -92,7 +93,6 @@ def served(monkeypatch, tmp_path):
     COUNTERS.reset()
     yield SimpleNamespace(model=model, model_path=str(tmp_path))
     revert()
-    set_active(None, rank=0)
 
 
 def new_scheduler(model, **server_args):
@@ -262,7 +262,7 @@ def test_a_cancel_in_the_same_batch_wins_even_when_idle(served):
 def test_prometheus_deltas_restart_with_the_counters(served):
     from prometheus_client import REGISTRY as PROM
 
-    from sglang_indexcache.patches.status import Metrics
+    from sglang_indexcache.patches.worker.scheduler_status import Metrics
 
     metrics = Metrics(rank=7, interval_s=0)
     try:
@@ -323,7 +323,7 @@ def switch_app(monkeypatch, tm, admin_api_key, middleware=True):
     from sglang.srt.entrypoints import http_server
     from sglang.srt.utils.auth import add_api_key_middleware
 
-    map_switch.apply_switch_endpoint(REGISTRY)
+    map_switch_endpoint.apply_map_switch_endpoint(REGISTRY)
     (route,) = [r for r in http_server.app.router.routes if getattr(r, "path", None) == "/indexcache/map"]
     tm.server_args.api_key, tm.server_args.admin_api_key = "user-key", admin_api_key
     monkeypatch.setattr(http_server, "_global_state", SimpleNamespace(tokenizer_manager=tm))
@@ -419,7 +419,7 @@ def test_endpoint_rejects_bad_requests_with_one_line(served, monkeypatch, body, 
 def test_map_files_only_from_the_operators_directory(served, monkeypatch, tmp_path):
     """A file inside SGLANG_INDEXCACHE_MAP_DIR switches; outside it, nothing is read and the answer is the same
     whether the path exists or not; the file's contents never appear in an error."""
-    from sglang_indexcache.keys import ENV_MAP_DIR
+    from sglang_indexcache.names import ENV_MAP_DIR
 
     maps, outside = tmp_path / "maps", tmp_path / "private"
     maps.mkdir()
@@ -454,13 +454,13 @@ def test_map_files_only_from_the_operators_directory(served, monkeypatch, tmp_pa
 def test_map_file_is_read_off_the_event_loop_with_a_size_cap(served, monkeypatch, tmp_path):
     import threading
 
-    from sglang_indexcache.keys import ENV_MAP_DIR
+    from sglang_indexcache.names import ENV_MAP_DIR
 
     monkeypatch.setenv(ENV_MAP_DIR, str(tmp_path))
     (tmp_path / "huge.yaml").write_text("provenance: {notes: " + "x" * (2 << 20) + "}\n")
     threads = []
-    validate = map_switch.validate_switch
-    monkeypatch.setattr(map_switch, "validate_switch",
+    validate = map_switch_endpoint.validate_switch
+    monkeypatch.setattr(map_switch_endpoint, "validate_switch",
                         lambda *a: threads.append(threading.get_ident()) or validate(*a))
     scheduler = new_scheduler(served.model)
     tm = StandInTokenizerManager(served.model_path, [scheduler])
@@ -518,7 +518,7 @@ def test_endpoint_drains_in_flight_requests_then_switches_every_rank(served, mon
 
 
 def test_a_stuck_switch_times_out_releases_the_lock_and_keeps_the_old_map(served, monkeypatch):
-    from sglang_indexcache.keys import ENV_SWITCH_TIMEOUT
+    from sglang_indexcache.names import ENV_SWITCH_TIMEOUT
 
     monkeypatch.setenv(ENV_SWITCH_TIMEOUT, "0.3")
     scheduler = new_scheduler(served.model)
@@ -545,7 +545,7 @@ def test_a_stuck_switch_times_out_releases_the_lock_and_keeps_the_old_map(served
 
 
 def test_a_rank_that_times_out_keeps_every_rank_on_the_old_map(served, monkeypatch):
-    from sglang_indexcache.keys import ENV_SWITCH_TIMEOUT
+    from sglang_indexcache.names import ENV_SWITCH_TIMEOUT
 
     monkeypatch.setenv(ENV_SWITCH_TIMEOUT, "0.3")
     ranks = [new_scheduler(served.model), new_scheduler(served.model)]
@@ -572,7 +572,7 @@ def test_a_rank_that_refuses_keeps_every_rank_on_the_old_map(served, monkeypatch
 
 
 def test_requests_that_never_finish_time_the_switch_out(served, monkeypatch):
-    from sglang_indexcache.keys import ENV_SWITCH_TIMEOUT
+    from sglang_indexcache.names import ENV_SWITCH_TIMEOUT
 
     monkeypatch.setenv(ENV_SWITCH_TIMEOUT, "0.2")
     scheduler = new_scheduler(served.model)
@@ -601,7 +601,7 @@ def test_requests_that_never_finish_time_the_switch_out(served, monkeypatch):
 
 
 def test_a_second_switch_while_one_runs_is_refused(served, monkeypatch):
-    from sglang_indexcache.keys import ENV_SWITCH_TIMEOUT
+    from sglang_indexcache.names import ENV_SWITCH_TIMEOUT
 
     monkeypatch.setenv(ENV_SWITCH_TIMEOUT, "5")
     scheduler = new_scheduler(served.model)
@@ -628,7 +628,7 @@ def test_a_second_switch_while_one_runs_is_refused(served, monkeypatch):
 
 @pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf"])
 def test_a_bad_switch_timeout_is_a_bad_request(served, monkeypatch, value):
-    from sglang_indexcache.keys import ENV_SWITCH_TIMEOUT
+    from sglang_indexcache.names import ENV_SWITCH_TIMEOUT
 
     monkeypatch.setenv(ENV_SWITCH_TIMEOUT, value)
     scheduler = new_scheduler(served.model)
@@ -640,7 +640,7 @@ def test_a_bad_switch_timeout_is_a_bad_request(served, monkeypatch, value):
 def test_endpoint_is_reverted(served):
     from sglang.srt.entrypoints.http_server import app
 
-    map_switch.apply_switch_endpoint(REGISTRY)
+    map_switch_endpoint.apply_map_switch_endpoint(REGISTRY)
     assert any(getattr(r, "path", None) == "/indexcache/map" for r in app.router.routes)
     REGISTRY.revert()
     assert not any(getattr(r, "path", None) == "/indexcache/map" for r in app.router.routes)

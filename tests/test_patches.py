@@ -13,12 +13,14 @@ pytest.importorskip("sglang")
 from sglang_cpu import build_decoder_layers, build_model, tiny_dsa_config  # noqa: E402
 
 from sglang_indexcache import LayerMap  # noqa: E402
-from sglang_indexcache.counters import COUNTERS, PROFILER_RANGE  # noqa: E402
+from sglang_indexcache.names import PROFILER_RANGE  # noqa: E402
+from sglang_indexcache.patches.state import COUNTERS  # noqa: E402
 from sglang_indexcache.patches import REGISTRY, apply_model_patches, revert  # noqa: E402
-from sglang_indexcache.patches.env import ENV_PATTERN, ENV_SOURCE  # noqa: E402
-from sglang_indexcache.patches.indexer_forward import ROLE, SLOT, StaleIndices  # noqa: E402
+from sglang_indexcache.names import ENV_PATTERN, ENV_SOURCE  # noqa: E402
+from sglang_indexcache.patches.worker.indexer_forward import ROLE, SLOT, StaleIndices  # noqa: E402
 from sglang_indexcache.patches.process_map import plan  # noqa: E402
-from sglang_indexcache.patches.targets import ALL_TARGETS, IncompatibleSGLang, Target  # noqa: E402
+from sglang_indexcache.patches.table import ALL_TARGETS  # noqa: E402
+from sglang_indexcache.patches.targets import IncompatibleSGLang, Target  # noqa: E402
 
 pytestmark = pytest.mark.sglang
 
@@ -141,15 +143,14 @@ def test_model_build_checks_and_logs(patched, caplog):
     assert "".join("F" if r.full else "S" for r in roles(model.model.layers)) == "FSSSFSSS"
     (line,) = [r.message for r in caplog.records if "IndexCache active" in r.message]
     assert "map test-map, pattern FSSSFSSS, 2/8 Full" in line
-    from sglang_indexcache.patches.status import set_active, status
+    from sglang_indexcache.patches.worker.scheduler_status import status
 
     assert status()["pattern"] == "FSSSFSSS" and status()["map"] == "test-map"
-    set_active(None, rank=0)
 
 
 def test_model_build_refuses_layers_without_role(patched, monkeypatch):
     patched("FSSSFSSS")
-    from sglang_indexcache.patches import attention_roles
+    from sglang_indexcache.patches.worker import attention_roles
 
     # Simulate the attention hook not running (e.g. a renamed constructor argument).
     monkeypatch.setattr(attention_roles, "LayerRole", lambda *a: None)

@@ -19,8 +19,9 @@ from sglang_cpu import build_model, tiny_dsa_config  # noqa: E402
 from test_patches import batch, fake_layers, patched  # noqa: E402, F401 - fixture
 
 from sglang_indexcache.patches import targets  # noqa: E402
+from sglang_indexcache.patches.table import check_worker_targets  # noqa: E402
 from sglang_indexcache.patches.arguments import Argument  # noqa: E402
-from sglang_indexcache.patches.server_args import resolve_in_main_process  # noqa: E402
+from sglang_indexcache.patches.main.server_args import resolve_in_main_process  # noqa: E402
 from sglang_indexcache.patches.targets import (  # noqa: E402
     ATTENTION_CLASS,
     ATTRIBUTES,
@@ -28,7 +29,6 @@ from sglang_indexcache.patches.targets import (  # noqa: E402
     SUPPORTED_VERSIONS,
     Attribute,
     IncompatibleSGLang,
-    check_model_targets,
 )
 
 pytestmark = pytest.mark.sglang
@@ -60,7 +60,7 @@ def renamed_use_nsa(monkeypatch):
 
 def test_renamed_attribute_refuses_the_launch(renamed_use_nsa, tmp_path, monkeypatch):
     with pytest.raises(IncompatibleSGLang) as e:
-        check_model_targets()
+        check_worker_targets()
     message = str(e.value)
     assert "DeepseekV2AttentionMLA.use_nsa not found" in message
     assert f"Supported: sglang {', '.join(SUPPORTED_VERSIONS)} (installed: sglang 0.5.10.post1)" in message

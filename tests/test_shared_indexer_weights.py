@@ -11,8 +11,8 @@ pytest.importorskip("sglang")
 from sglang_cpu import build_decoder_layers, build_model, tiny_dsa_config  # noqa: E402
 
 from sglang_indexcache.patches import apply_model_patches, revert  # noqa: E402
-from sglang_indexcache.patches.env import ENV_PATTERN  # noqa: E402
-from sglang_indexcache.patches.shared_indexer_weights import WEIGHT_MODULES  # noqa: E402
+from sglang_indexcache.names import ENV_PATTERN  # noqa: E402
+from sglang_indexcache.patches.worker.shared_indexer_weights import WEIGHT_MODULES  # noqa: E402
 
 pytestmark = pytest.mark.sglang
 PATTERN = "FSSSFSSF"

@@ -10,27 +10,21 @@ sglang_cpu.install_import_stubs()
 pytest.importorskip("sglang")
 
 from sglang_indexcache import LayerMap  # noqa: E402
-from sglang_indexcache.counters import COUNTERS  # noqa: E402
-from sglang_indexcache.patches import REGISTRY  # noqa: E402
+from sglang_indexcache.patches import REGISTRY, revert  # noqa: E402
+from sglang_indexcache.patches.main.admin_endpoint import apply_admin_endpoint  # noqa: E402
 from sglang_indexcache.patches.process_map import plan  # noqa: E402
-from sglang_indexcache.patches.status import (  # noqa: E402
-    Metrics,
-    apply_admin_endpoint,
-    apply_scheduler_status,
-    set_active,
-    status,
-)
+from sglang_indexcache.patches.state import COUNTERS, reset, set_active  # noqa: E402
+from sglang_indexcache.patches.worker.scheduler_status import Metrics, apply_scheduler_status, status  # noqa: E402
 
 pytestmark = pytest.mark.sglang
 
 
 @pytest.fixture
 def active():
+    reset()
     set_active(plan(LayerMap("FSSSFSSS", source="q.yaml"), 8, stage=(0, 8), tbo_start=None), rank=0)
-    COUNTERS.reset()
     yield
-    set_active(None, rank=0)
-    REGISTRY.revert()
+    revert()
 
 
 def test_scheduler_state_carries_the_map_and_counters(active, monkeypatch):

@@ -12,15 +12,11 @@ pytest.importorskip("sglang")
 
 from sglang_cpu import build_decoder_layers, tiny_dsa_config  # noqa: E402
 
-from sglang_indexcache.analysis.capture_files import (  # noqa: E402
-    ENV_CAPTURE_DIR,
-    ENV_CAPTURE_MAX_BYTES,
-    ENV_CAPTURE_MAX_TOKENS,
-    RID_PREFIX,
-    read_capture,
-)
+from sglang_indexcache.analysis.capture_files import read_capture  # noqa: E402
+from sglang_indexcache.names import CAPTURE_RID_PREFIX as RID_PREFIX  # noqa: E402
+from sglang_indexcache.names import ENV_CAPTURE_DIR, ENV_CAPTURE_MAX_BYTES, ENV_CAPTURE_MAX_TOKENS  # noqa: E402
 from sglang_indexcache.patches import REGISTRY, apply_model_patches, revert  # noqa: E402
-from sglang_indexcache.patches.env import ENV_PATTERN, ENV_SOURCE  # noqa: E402
+from sglang_indexcache.names import ENV_PATTERN, ENV_SOURCE  # noqa: E402
 
 pytestmark = pytest.mark.sglang
 K = 4

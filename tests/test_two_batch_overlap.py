@@ -26,7 +26,7 @@ from sglang_cpu import build_decoder_layers, tiny_dsa_config  # noqa: E402
 
 from sglang_indexcache import LayerMap  # noqa: E402
 from sglang_indexcache.patches import apply_model_patches, revert  # noqa: E402
-from sglang_indexcache.patches.env import ENV_PATTERN  # noqa: E402
+from sglang_indexcache.names import ENV_PATTERN  # noqa: E402
 
 pytestmark = pytest.mark.sglang
 PATTERN = "FSSSFSSF"

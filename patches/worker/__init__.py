@@ -1,9 +1,2 @@
-"""Imported by SGLang's model registry in every scheduler process (``SGLANG_EXTERNAL_MODEL_PACKAGE``).
-
-A second route into the workers besides the ``.pth`` start-up hook: the registry imports this package after
-all of SGLang's own model modules and before any model is built, and an import error here stops the worker.
-"""
-
-from .. import apply_model_patches
-
-apply_model_patches()
+"""Patches applied in every scheduler process: the model (indexer, roles, checks, weights), its index-key
+memory, and the scheduler (status, map switching, top-k capture). Importing this package applies nothing."""

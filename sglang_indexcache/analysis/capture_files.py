@@ -15,17 +15,15 @@ from pathlib import Path
 
 import torch
 
-RID_PREFIX = "indexcache-capture-"
-ENV_CAPTURE_DIR = "SGLANG_INDEXCACHE_CAPTURE_DIR"  # set: capture mode on, files go there
-ENV_CAPTURE_MAX_TOKENS = "SGLANG_INDEXCACHE_CAPTURE_MAX_TOKENS"  # query positions kept per request
-ENV_CAPTURE_MAX_BYTES = "SGLANG_INDEXCACHE_CAPTURE_MAX_BYTES"  # bytes one server process writes at most
+from ..names import CAPTURE_RID_PREFIX
+
 DEFAULT_MAX_TOKENS = 65536
 DEFAULT_MAX_BYTES = 8 << 30
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def is_flagged(rid) -> bool:
-    return isinstance(rid, str) and rid.startswith(RID_PREFIX)
+    return isinstance(rid, str) and rid.startswith(CAPTURE_RID_PREFIX)
 
 
 def request_dir(root: Path, rid: str) -> Path:

@@ -10,7 +10,8 @@ from tqdm import tqdm
 
 from ..admin import _call
 from ..inprocess.runner import capture_topk
-from .capture_files import ENV_CAPTURE_DIR, RID_PREFIX, read_capture
+from ..names import CAPTURE_RID_PREFIX, ENV_CAPTURE_DIR, ENV_MAP
+from .capture_files import read_capture
 from .errors import InputError
 from .overlap import OverlapAccumulator
 
@@ -34,14 +35,14 @@ def capture_from_server(url: str, records: list[dict], capture_dir: Path, api_ke
                          f"give the directory the server was started with as {ENV_CAPTURE_DIR}")
     captures = []
     for record in tqdm(records, desc="capturing from server", unit="req", disable=not progress):
-        rid = f"{RID_PREFIX}{uuid.uuid4().hex}"
+        rid = f"{CAPTURE_RID_PREFIX}{uuid.uuid4().hex}"
         body = {**record, "rid": rid, "sampling_params": {"max_new_tokens": 1, "temperature": 0.0}}
         _call(url, api_key, "POST", "/generate", body)
         capture = read_capture(capture_dir, rid)
         if capture is None:
             raise InputError(capture_dir, "--capture-dir", f"the server wrote nothing for request {rid}",
                              f"start it with {ENV_CAPTURE_DIR}={capture_dir} and a map (e.g. "
-                             "SGLANG_INDEXCACHE_MAP set to an all-Full map) on this machine's filesystem")
+                             f"{ENV_MAP} set to an all-Full map) on this machine's filesystem")
         captures.append(capture)
     return captures
 

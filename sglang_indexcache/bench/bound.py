@@ -9,7 +9,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from sglang_indexcache.counters import PROFILER_RANGE
+from sglang_indexcache.names import PROFILER_RANGE
 
 # Kernels recognisable as the lightning indexer's by name alone (DeepGEMM MQA logits, top-k, fp8 quantisation,
 # Hadamard rotation, index-key store). Its projections (wq_b, wk, weights_proj), k-norm and RoPE run as generic

@@ -24,7 +24,8 @@ import requests
 import torch
 
 from ..analysis.compare import labels_are_positions, overlap_distance, set_agreement
-from ..analysis.capture_files import ENV_CAPTURE_DIR, request_dir
+from ..analysis.capture_files import request_dir
+from ..names import ENV_CAPTURE_DIR
 from ..analysis.runs import capture_from_server
 from ..kernels.naive import topk_overlap_naive
 from ..kernels.topk_overlap import topk_overlap

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..keys import SCHEDULE_KEYS
+from ..names import SCHEDULE_KEYS
 from . import results, verdict
 from .client import flush_cache, greedy, random_prompt
 from .patterns import native_patterns

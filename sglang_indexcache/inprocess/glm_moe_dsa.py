@@ -14,10 +14,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..names import SCHEDULE_KEYS
 from .protocol import LayerState
-
-ARCHITECTURE = "GlmMoeDsaForCausalLM"
-SCHEDULE_KEYS = ("indexer_types", "index_topk_pattern", "index_topk_freq", "index_skip_topk_offset")
 
 
 class GlmMoeDsaLayerwise:

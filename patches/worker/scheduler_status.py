@@ -1,11 +1,8 @@
-"""What IndexCache is doing, where operators look: ``/server_info``, ``GET /indexcache`` and Prometheus.
+"""What IndexCache is doing in a scheduler, where operators look: ``/server_info`` and Prometheus.
 
-- ``Scheduler.get_internal_state`` (workers) adds an ``indexcache`` entry: the active map, this process's
-  effective pattern and the per-layer indexer call/skip counters. SGLang already relays this state from its
-  schedulers to the HTTP server (``/server_info``).
-- ``GET /indexcache`` (HTTP server) returns those entries, one per data-parallel rank. It is an admin
-  endpoint: refused unless the server was started with ``--admin-api-key`` and the request carries it
-  (checked by the endpoint itself, ``admin_auth``).
+- ``Scheduler.get_internal_state`` adds an ``indexcache`` entry: the active map, this process's effective
+  pattern and the per-layer indexer call/skip counters. SGLang already relays this state from its schedulers
+  to the HTTP server (``/server_info``, and ``GET /indexcache``: ``main/admin_endpoint.py``).
 - With ``--enable-metrics``, workers export ``sglang:indexcache_indexer_calls_total`` and
   ``sglang:indexcache_indexer_skips_total`` per layer and ``sglang:indexcache_full_layers``, updated at most
   once a second from the counters (never per layer call, to keep the forward path free of it).
@@ -16,31 +13,16 @@ from __future__ import annotations
 import os
 import time
 
-from sglang_indexcache.counters import COUNTERS
+from sglang_indexcache.names import METRIC_CALLS, METRIC_FULL_LAYERS, METRIC_SKIPS
 
-from .registry import PatchRegistry
-from .targets import HTTP_APP, HTTP_SERVER, SCHEDULER_CLASS, SCHEDULER_STATE
-
-_ACTIVE: dict = {"map": None, "startup": None, "rank": 0, "switches": 0}
-
-
-def set_active(process_map, rank: int) -> None:
-    """The map this process was built with (None: no map)."""
-    _ACTIVE.update(map=process_map, startup=process_map, rank=rank, switches=0)
-
-
-def set_switched(process_map) -> None:
-    """The map this process runs after a runtime switch; the start-up map still says what is allocated."""
-    _ACTIVE.update(map=process_map, switches=_ACTIVE["switches"] + 1)
-
-
-def startup_map():
-    """The map this process was built with; its Full layers are the ones a switch may use."""
-    return _ACTIVE["startup"]
+from ..registry import PatchRegistry
+from ..state import COUNTERS, STATE
+from ..targets import SCHEDULER_CLASS
 
 
 def status() -> dict | None:
-    process_map = _ACTIVE["map"]
+    """This process's entry in SGLang's internal state; None when it serves no map."""
+    process_map = STATE.active
     if process_map is None:
         return None
     return {
@@ -50,19 +32,16 @@ def status() -> dict | None:
         "full_layers": len(process_map.effective.full_layers),
         "num_layers": process_map.effective.num_layers,
         "forced": {str(layer): why for layer, why in process_map.forced.items()},
-        "switchable_full_layers": list(_ACTIVE["startup"].effective.full_layers),
-        "switches": _ACTIVE["switches"],
+        "switchable_full_layers": list(STATE.startup.effective.full_layers),
+        "switches": STATE.switches,
         "counters": COUNTERS.snapshot(),
-        "rank": _ACTIVE["rank"],
+        "rank": STATE.rank,
         "pid": os.getpid(),
     }
 
 
 def apply_scheduler_status(registry: PatchRegistry) -> None:
     cls = SCHEDULER_CLASS.resolve()
-    SCHEDULER_STATE.resolve()
-    if registry.is_applied(cls, "get_internal_state"):
-        return
 
     def make(original):
         def get_internal_state(self, recv_req):
@@ -77,24 +56,6 @@ def apply_scheduler_status(registry: PatchRegistry) -> None:
     registry.wrap(cls, "get_internal_state", make, patch="scheduler_status")
 
 
-def apply_admin_endpoint(registry: PatchRegistry) -> None:
-    import importlib
-
-    from .admin_auth import admin_route
-
-    app = HTTP_APP.resolve()
-    http_server = importlib.import_module(HTTP_SERVER)
-
-    async def indexcache_status(_request):
-        states = await http_server._global_state.tokenizer_manager.get_internal_state()
-        return {"dp_ranks": [state.get("indexcache") for state in states]}
-
-    if any(getattr(r, "path", None) == "/indexcache" for r in app.router.routes):
-        return
-    registry.append(app.router.routes, admin_route("/indexcache", "GET", indexcache_status),
-                    patch="admin_endpoint", what="GET /indexcache")
-
-
 class Metrics:
     """Prometheus counters fed from ``COUNTERS`` deltas."""
 
@@ -103,10 +64,10 @@ class Metrics:
         from prometheus_client import Counter, Gauge
 
         labels = ["rank", "layer"]
-        self.calls = Counter("sglang:indexcache_indexer_calls", "Times a layer ran its DSA indexer.", labels)
-        self.skips = Counter("sglang:indexcache_indexer_skips", "Times a Shared layer reused a Full layer's top-k.",
+        self.calls = Counter(METRIC_CALLS, "Times a layer ran its DSA indexer.", labels)
+        self.skips = Counter(METRIC_SKIPS, "Times a Shared layer reused a Full layer's top-k.",
                              labels)
-        self.full = Gauge("sglang:indexcache_full_layers", "Layers that run their indexer in this process.", ["rank"],
+        self.full = Gauge(METRIC_FULL_LAYERS, "Layers that run their indexer in this process.", ["rank"],
                           multiprocess_mode="mostrecent")
         self.rank, self.interval_s = str(rank), interval_s
         self._sent = {"calls": {}, "skips": {}}

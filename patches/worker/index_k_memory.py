@@ -20,14 +20,16 @@ from contextlib import nullcontext
 
 import torch
 
-from .env import ENV_KEEP_INDEX_CACHE
-from .registry import PatchRegistry
-from .targets import KV_MIXIN_CLASS, NSA_POOL_CLASS, NSA_POOL_INIT
+from sglang_indexcache.names import ENV_KEEP_INDEX_CACHE
+
+from ..process_map import plan_for
+from ..registry import PatchRegistry
+from ..targets import KV_MIXIN_CLASS, NSA_POOL_CLASS, NSA_POOL_INIT
 
 _SHARED_LAYERS: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("indexcache_shared", default=frozenset())
 
 
-def shared_local_layers(runner, plan_for) -> frozenset[int]:
+def shared_local_layers(runner) -> frozenset[int]:
     """This runner's layers whose index-key cache is left out: empty for draft workers, without a map, and
     where another component copies every layer's index buffer (host-memory cache, PD disaggregation)."""
     if getattr(runner, "is_draft_worker", False) or not _may_drop_buffers(runner):
@@ -45,7 +47,7 @@ def index_bytes_per_token(pool_cls) -> int:
     return (head_dim + head_dim // pool_cls.quant_block_size * 4) * element
 
 
-def apply_index_k_memory(registry: PatchRegistry, plan_for) -> None:
+def apply_index_k_memory(registry: PatchRegistry) -> None:
     mixin, pool_cls = KV_MIXIN_CLASS.resolve(), NSA_POOL_CLASS.resolve()
     pool_signature = inspect.signature(NSA_POOL_INIT.resolve())
     per_layer = index_bytes_per_token(pool_cls)
@@ -54,14 +56,14 @@ def apply_index_k_memory(registry: PatchRegistry, plan_for) -> None:
         def get_cell_size_per_token(self, num_layers):
             size = original(self, num_layers)
             if _builds_plain_nsa_pool(self):
-                size -= len(shared_local_layers(self, plan_for)) * per_layer
+                size -= len(shared_local_layers(self)) * per_layer
             return size
 
         return get_cell_size_per_token
 
     def make_init_pools(original):
         def _init_pools(self):
-            token = _SHARED_LAYERS.set(shared_local_layers(self, plan_for))
+            token = _SHARED_LAYERS.set(shared_local_layers(self))
             try:
                 return original(self)
             finally:

@@ -16,24 +16,21 @@ from pathlib import Path
 
 from sglang_indexcache.checkpoint import check_indexer_weights
 from sglang_indexcache.errors import MapError
-from sglang_indexcache.keys import REQUEST_KEYS
-from sglang_indexcache.request import OVERRIDES, checkpoint_schedule, resolve_request
+from sglang_indexcache.names import ENV_EXTERNAL_PACKAGE, ENV_MAP, OVERRIDE_FLAG, PTH, REQUEST_KEYS, WORKER_PACKAGE
+from sglang_indexcache.request import checkpoint_schedule, resolve_request
 from sglang_indexcache.safe_input import load_json_object
 from sglang_indexcache.switching import check_map_dir, switch_timeout
 
-from .env import ENV_EXTERNAL_PACKAGE, ENV_MAP, WORKER_PACKAGE
-from .process_map import export
-from .registry import PatchRegistry
-from .targets import SERVER_ARGS_CLASS, IncompatibleSGLang, check_model_targets
+from ..process_map import export
+from ..registry import PatchRegistry
+from ..table import check_worker_targets
+from ..targets import GET_CONFIG, SERVER_ARGS_CLASS, IncompatibleSGLang
 
 logger = logging.getLogger("sglang_indexcache")
-PTH = "sglang_indexcache.pth"
 
 
 def apply_server_args(registry: PatchRegistry) -> None:
     cls = SERVER_ARGS_CLASS.resolve()
-    if registry.is_applied(cls, "__post_init__"):
-        return
 
     def make(original):
         def __post_init__(self):
@@ -48,7 +45,7 @@ def apply_server_args(registry: PatchRegistry) -> None:
 
 def check_overrides_json(server_args) -> None:
     try:
-        load_json_object(server_args.json_model_override_args or "{}", OVERRIDES)
+        load_json_object(server_args.json_model_override_args or "{}", OVERRIDE_FLAG)
     except MapError as e:
         _refuse(e)
 
@@ -56,7 +53,7 @@ def check_overrides_json(server_args) -> None:
 def resolve_in_main_process(server_args) -> None:
     """The map this launch serves: the request if there is one, else the checkpoint's own schedule, else none."""
     try:
-        overrides = load_json_object(server_args.json_model_override_args or "{}", OVERRIDES)
+        overrides = load_json_object(server_args.json_model_override_args or "{}", OVERRIDE_FLAG)
         explicit = bool(os.environ.get(ENV_MAP)) or any(k in overrides for k in REQUEST_KEYS)
         try:
             config, source = _model_config(server_args)
@@ -72,7 +69,7 @@ def resolve_in_main_process(server_args) -> None:
             return
         check_map_dir(os.environ)
         switch_timeout(os.environ)
-        check_model_targets()
+        check_worker_targets()
         if server_args.load_format != "dummy":
             check_indexer_weights(layer_map, server_args.model_path)
         _reach_workers()
@@ -81,7 +78,7 @@ def resolve_in_main_process(server_args) -> None:
         return
     export(layer_map)
     if from_checkpoint:
-        from .autoload import arm
+        from ..autoload import arm
 
         arm()  # nothing was requested, so this process has not armed yet: its HTTP server gets the endpoints
     logger.info("IndexCache %s: %s, pattern %s, %d/%d Full",
@@ -107,9 +104,7 @@ def _pth_installed() -> bool:
 
 def _model_config(server_args) -> tuple[dict, str]:
     """The model's config as SGLang reads it (local directory or hub), without the user's overrides."""
-    from sglang.srt.utils.hf_transformers_utils import get_config
-
-    config = get_config(server_args.model_path, trust_remote_code=server_args.trust_remote_code,
+    config = GET_CONFIG.resolve()(server_args.model_path, trust_remote_code=server_args.trust_remote_code,
                         revision=server_args.revision)
     return config.to_dict(), str(Path(server_args.model_path) / "config.json")
 

@@ -3,7 +3,7 @@
 The top-k of the latest Full layer is kept on the ``ForwardBatch`` being run: two-batch-overlap
 micro-batches and draft models have their own, so they never see each other's indices; CUDA-graph
 capture records the Full layer's output tensor flowing into the Shared layers; and the model forward
-clears it on entry (see ``model_checks``), so a new forward cannot read the previous one's indices.
+clears it on entry (``model_forward_reset`` in ``model_checks``), so a new forward cannot read the previous one's indices.
 It is the same tensor the indexer already allocated, so this costs no memory.
 """
 
@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
-from sglang_indexcache.counters import COUNTERS, PROFILER_RANGE
+from sglang_indexcache.names import PROFILER_RANGE
 
-from .arguments import Argument
-from .registry import PatchRegistry
-from .targets import INDEXER_CLASS, INDEXER_FORWARD_CUDA
+from ..arguments import Argument
+from ..registry import PatchRegistry
+from ..state import COUNTERS
+from ..targets import INDEXER_CLASS, INDEXER_FORWARD_CUDA
 
 SLOT = "_indexcache_topk"  # ForwardBatch attribute: (Full layer id, its indexer output)
 ROLE = "_indexcache_role"  # Indexer attribute, set at construction

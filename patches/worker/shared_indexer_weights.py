@@ -12,9 +12,10 @@ from __future__ import annotations
 import inspect
 import re
 
-from .arguments import Argument
-from .registry import PatchRegistry
-from .targets import CAUSAL_LM_CLASS, LOAD_WEIGHTS
+from ..arguments import Argument
+from ..process_map import plan_for
+from ..registry import PatchRegistry
+from ..targets import CAUSAL_LM_CLASS, LOAD_WEIGHTS
 
 WEIGHT_MODULES = ("wq_b", "wk", "weights_proj", "k_norm")
 _INDEXER_WEIGHT = re.compile(r"^model\.layers\.(\d+)\.self_attn\.indexer\.")
@@ -26,7 +27,7 @@ def drop_indexer_weights(indexer) -> None:
             delattr(indexer, name)
 
 
-def apply_shared_indexer_weights(registry: PatchRegistry, plan_for) -> None:
+def apply_shared_indexer_weights(registry: PatchRegistry) -> None:
     cls = CAUSAL_LM_CLASS.resolve()
     signature = inspect.signature(LOAD_WEIGHTS.resolve())
     nextn_arg = Argument(LOAD_WEIGHTS.resolve(), "is_nextn", LOAD_WEIGHTS.dotted)

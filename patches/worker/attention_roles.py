@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import inspect
 
+from ..process_map import plan_for
+from ..registry import PatchRegistry
+from ..targets import ATTENTION_CLASS, ATTENTION_INIT
 from .indexer_forward import ROLE, LayerRole
-from .registry import PatchRegistry
 from .shared_indexer_weights import drop_indexer_weights
-from .targets import ATTENTION_CLASS, ATTENTION_INIT
 
 
-def apply_attention_roles(registry: PatchRegistry, plan_for) -> None:
-    """``plan_for(config)`` returns this process's ``ProcessMap`` or None (no map: leave the layer alone)."""
+def apply_attention_roles(registry: PatchRegistry) -> None:
+    """Layers of a model built without a map are left alone (``plan_for`` is None)."""
     owner = ATTENTION_CLASS.resolve()
     signature = inspect.signature(ATTENTION_INIT.resolve())
 

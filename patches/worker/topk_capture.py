@@ -19,24 +19,20 @@ from pathlib import Path
 
 import torch
 
-from sglang_indexcache.analysis.capture_files import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_TOKENS,
-    ENV_CAPTURE_DIR,
-    ENV_CAPTURE_MAX_BYTES,
-    ENV_CAPTURE_MAX_TOKENS,
-    is_flagged,
-    write_chunk,
+from sglang_indexcache.analysis.capture_files import DEFAULT_MAX_BYTES, DEFAULT_MAX_TOKENS, is_flagged, write_chunk
+from sglang_indexcache.names import ENV_CAPTURE_DIR, ENV_CAPTURE_MAX_BYTES, ENV_CAPTURE_MAX_TOKENS
+
+from ..registry import PatchRegistry
+from ..targets import (
+    ATTENTION_TP_RANK,
+    CAUSAL_LM_CLASS,
+    CAUSAL_LM_FORWARD,
+    INDEXER_CLASS,
+    INDEXER_FORWARD_CUDA,
+    IncompatibleSGLang,
 )
 
-from .registry import PatchRegistry
-from .targets import DEEPSEEK, INDEXER, Target
-
 logger = logging.getLogger("sglang_indexcache")
-
-INDEXER_KERNEL = Target(INDEXER, "Indexer.forward_cuda", ("x", "q_lora", "positions", "forward_batch", "layer_id"))
-CAUSAL_LM_FORWARD = Target(DEEPSEEK, "DeepseekV2ForCausalLM.forward", ("input_ids", "positions", "forward_batch"))
-CAPTURE_TARGETS = (INDEXER_KERNEL, CAUSAL_LM_FORWARD)
 PENDING = "_indexcache_capture"  # ForwardBatch attribute: {rid: {"layers": {layer: rows}, "positions": ...}}
 _ARG_ORDER = ("x", "q_lora", "positions", "forward_batch", "layer_id")
 
@@ -117,7 +113,7 @@ def apply_topk_capture(registry: PatchRegistry, sink: CaptureSink | None = None)
     sink = sink or sink_from_env()
     if sink is None:
         return None
-    for target in CAPTURE_TARGETS:
+    for target in (INDEXER_FORWARD_CUDA, CAUSAL_LM_FORWARD):
         target.resolve()
     sink.root.mkdir(parents=True, exist_ok=True)
 
@@ -141,23 +137,16 @@ def apply_topk_capture(registry: PatchRegistry, sink: CaptureSink | None = None)
 
         return forward
 
-    registry.wrap(_owner(INDEXER_KERNEL), "forward_cuda", make_kernel, patch="topk_capture")
-    registry.wrap(_owner(CAUSAL_LM_FORWARD), "forward", make_forward, patch="topk_capture_flush")
+    registry.wrap(INDEXER_CLASS.resolve(), "forward_cuda", make_kernel, patch="topk_capture")
+    registry.wrap(CAUSAL_LM_CLASS.resolve(), "forward", make_forward, patch="topk_capture")
     logger.info(f"IndexCache capture mode: flagged requests' top-k go to {sink.root}")
     return sink
 
 
-def _owner(target: Target):
-    owner = Target(target.module, target.qualname.rsplit(".", 1)[0])
-    return owner.resolve()
-
-
 def _is_writer() -> bool:
     try:
-        from sglang.srt.layers.dp_attention import get_attention_tp_rank
-
-        return get_attention_tp_rank() == 0
-    except (ImportError, AssertionError, AttributeError):
+        return ATTENTION_TP_RANK.resolve()() == 0
+    except (IncompatibleSGLang, AssertionError, AttributeError):
         import torch.distributed as dist
 
         return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0

@@ -14,7 +14,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from .targets import AUTH_LEVEL, HTTP_SERVER
+from ..targets import AUTH_LEVEL, AUTH_LEVELS, HTTP_SERVER
 
 
 def admin_refusal(request: Request):
@@ -36,9 +36,7 @@ def admin_route(path: str, method: str, handler) -> APIRoute:
 
     It is also marked ``ADMIN_FORCE``, so SGLang's own middleware, where it runs, refuses first.
     """
-    from sglang.srt.utils.auth import AuthLevel
-
-    @AUTH_LEVEL.resolve()(AuthLevel.ADMIN_FORCE)
+    @AUTH_LEVEL.resolve()(AUTH_LEVELS.resolve().ADMIN_FORCE)
     async def endpoint(request: Request):
         refusal = admin_refusal(request)
         if refusal is not None:

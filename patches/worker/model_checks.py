@@ -1,4 +1,5 @@
-"""``DeepseekV2Model``: prove at construction that every local DSA layer got its role, and clear stale indices.
+"""``DeepseekV2Model``: prove at construction that every local DSA layer got its role (``model_checks``), and
+clear stale indices at the start of each forward (``model_forward_reset``).
 
 A user who asked for IndexCache must never get a model that silently runs without it: if any local layer
 was built without a role (the attention hook did not run), construction fails.
@@ -12,17 +13,17 @@ import os
 
 import torch
 
-from sglang_indexcache.counters import COUNTERS
+from sglang_indexcache.names import ENV_DEBUG_FILE
 
-from .env import ENV_DEBUG_FILE
-from .arguments import Argument
+from ..arguments import Argument
+from ..process_map import plan_for
+from ..registry import PatchRegistry
+from ..state import COUNTERS, STATE, set_active
+from ..targets import GLOBAL_SERVER_ARGS, INDEXER_CLASS, MODEL_CLASS, MODEL_FORWARD
 from .indexer_forward import ROLE, SLOT
-from .registry import PatchRegistry
-from .status import Metrics, set_active
-from .targets import GLOBAL_SERVER_ARGS, INDEXER_CLASS, MODEL_CLASS, MODEL_FORWARD
+from .scheduler_status import Metrics
 
 logger = logging.getLogger("sglang_indexcache")
-_METRICS: dict = {"metrics": None}
 
 
 def _rank() -> int:
@@ -31,9 +32,8 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def apply_model_checks(registry: PatchRegistry, plan_for) -> None:
+def apply_model_checks(registry: PatchRegistry) -> None:
     cls, indexer_cls = MODEL_CLASS.resolve(), INDEXER_CLASS.resolve()
-    batch_arg = Argument(MODEL_FORWARD.resolve(), "forward_batch", MODEL_FORWARD.dotted)
 
     def make_init(original):
         def __init__(self, config, *args, **kwargs):
@@ -56,10 +56,15 @@ def apply_model_checks(registry: PatchRegistry, plan_for) -> None:
             logger.info(process_map.startup_line(f"pid {os.getpid()}, rank {rank}"))
             set_active(process_map, rank)
             if getattr(GLOBAL_SERVER_ARGS.resolve()(), "enable_metrics", False):
-                _METRICS["metrics"] = Metrics(rank)
+                STATE.metrics = Metrics(rank)
 
         return __init__
 
+    registry.wrap(cls, "__init__", make_init, patch="model_checks")
+
+
+def apply_model_forward_reset(registry: PatchRegistry) -> None:
+    batch_arg = Argument(MODEL_FORWARD.resolve(), "forward_batch", MODEL_FORWARD.dotted)
     debug_file = os.environ.get(ENV_DEBUG_FILE)
 
     def make_forward(original):
@@ -70,16 +75,15 @@ def apply_model_checks(registry: PatchRegistry, plan_for) -> None:
                 setattr(forward_batch, SLOT, None)
             out = original(self, *args, **kwargs)
             COUNTERS.record_forward()
-            if _METRICS["metrics"] is not None:
-                _METRICS["metrics"].maybe_flush()
+            if STATE.metrics is not None:
+                STATE.metrics.maybe_flush()
             if debug_file and not torch.cuda.is_current_stream_capturing():
                 _dump_debug(debug_file, self, forward_batch)
             return out
 
         return forward
 
-    registry.wrap(cls, "__init__", make_init, patch="model_checks")
-    registry.wrap(cls, "forward", make_forward, patch="model_forward_reset")
+    registry.wrap(MODEL_CLASS.resolve(), "forward", make_forward, patch="model_forward_reset")
 
 
 def _layer_of(module_name: str) -> int | str:
