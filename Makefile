@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test
+.PHONY: setup demo test lint
 
 $(STAMP): requirements/cpu.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,3 +30,7 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# pycodestyle, pyflakes, isort, bugbear and pyupgrade rules (pyproject.toml's [tool.ruff.lint]); CI runs it first.
+lint: setup
+	$(VENV)/bin/ruff check .
