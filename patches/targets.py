@@ -53,6 +53,45 @@ class Target:
         return refusal(f"{self.dotted} {why}")
 
 
+@dataclass(frozen=True)
+class OneOf:
+    """The same seam under different names across SGLang releases (a renamed module, class or method): the
+    first alternative that resolves is the target. Order the alternatives newest first, so a release that keeps
+    an old name as a compatibility shim is patched where it really lives."""
+
+    alternatives: tuple[Target, ...]
+
+    def __init__(self, *alternatives: Target) -> None:
+        object.__setattr__(self, "alternatives", alternatives)
+
+    @property
+    def dotted(self) -> str:
+        return " or ".join(a.dotted for a in self.alternatives)
+
+    def chosen(self) -> Target:
+        """The alternative this SGLang has; refuses, naming all of them, if it has none."""
+        reasons = []
+        for target in self.alternatives:
+            try:
+                target.resolve()
+            except IncompatibleSGLang as e:
+                reasons.append(str(e).split(": ", 1)[1].split(". Supported", 1)[0])
+                continue
+            return target
+        raise IncompatibleSGLang(refusal("none of " + "; ".join(reasons)))
+
+    def resolve(self):
+        return self.chosen().resolve()
+
+    @property
+    def module(self) -> str:
+        return self.chosen().module
+
+    @property
+    def qualname(self) -> str:
+        return self.chosen().qualname
+
+
 def installed_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -76,29 +115,36 @@ class Attribute:
     SGLang would turn into silent wrong behaviour; probing them here turns it into a refusal.
     """
 
-    owner: Target
-    name: str
+    owner: Target | OneOf
+    name: str | tuple[str, ...]  # several: the same attribute renamed across releases, newest first
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name,) if isinstance(self.name, str) else self.name
 
     @property
     def dotted(self) -> str:
-        return f"{self.owner.dotted}.{self.name}"
+        return f"{self.owner.dotted}.{'|'.join(self.names)}"
 
-    def resolve(self) -> None:
+    def resolve(self) -> str:
+        """The name this SGLang uses; refuses if it uses none of them."""
         cls = self.owner.resolve()
-        if dataclasses.is_dataclass(cls):
-            if self.name in {f.name for f in dataclasses.fields(cls)}:
-                return
-        elif any(self._assigned_in(base) for base in cls.__mro__ if base.__module__.startswith("sglang")):
-            return
+        for name in self.names:
+            if dataclasses.is_dataclass(cls):
+                if name in {f.name for f in dataclasses.fields(cls)}:
+                    return name
+            elif any(self._assigned_in(base, name) for base in cls.__mro__ if base.__module__.startswith("sglang")):
+                return name
         raise IncompatibleSGLang(refusal(f"attribute {self.dotted} not found"))
 
-    def _assigned_in(self, cls) -> bool:
+    @staticmethod
+    def _assigned_in(cls, name: str) -> bool:
         try:
             source = inspect.getsource(cls)
         except (OSError, TypeError):
             return False
         # `self.name = ...`, `self.name: T = ...`, and tuple targets such as `self.a, self.name, _ = ...`
-        return re.search(rf"\bself\.{re.escape(self.name)}\b[^=\n]*=(?!=)", source) is not None
+        return re.search(rf"\bself\.{re.escape(name)}\b[^=\n]*=(?!=)", source) is not None
 
 
 INDEXER = "sglang.srt.layers.attention.nsa.nsa_indexer"

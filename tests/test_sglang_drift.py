@@ -114,3 +114,23 @@ def test_shared_layer_reads_positional_arguments(patched):  # noqa: F811
 def test_sglang_dependency_is_bounded_to_the_tested_versions():
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["sglang"]
     assert extra == [f"sglang=={v}" for v in SUPPORTED_VERSIONS]
+
+
+def test_one_of_takes_the_first_alternative_that_resolves_and_names_all_when_none_does():
+    from sglang_indexcache.patches.targets import IncompatibleSGLang, OneOf, Target
+
+    newest, oldest = Target("json", "JSONDecoder"), Target("json", "loads", ("s",))
+    assert OneOf(Target("json", "NoSuchName"), oldest, newest).chosen() is oldest
+    assert OneOf(newest, oldest).resolve() is __import__("json").JSONDecoder
+    with pytest.raises(IncompatibleSGLang) as e:
+        OneOf(Target("json", "Gone"), Target("no_such_module_here", "X")).resolve()
+    assert "json.Gone" in str(e.value) and "no_such_module_here.X" in str(e.value)
+
+
+def test_attribute_alternatives_return_the_name_in_use():
+    from sglang_indexcache.patches.targets import ATTENTION_CLASS, SERVER_ARGS_CLASS, Attribute, IncompatibleSGLang
+
+    assert Attribute(SERVER_ARGS_CLASS, ("no_such_field", "model_path")).resolve() == "model_path"
+    assert Attribute(ATTENTION_CLASS, ("no_such_attribute", "indexer")).resolve() == "indexer"
+    with pytest.raises(IncompatibleSGLang, match="no_such_attribute|neither"):
+        Attribute(ATTENTION_CLASS, ("no_such_attribute", "neither")).resolve()
