@@ -120,10 +120,11 @@ PATCHES: tuple[Patch, ...] = (
         remove_when="every supported SGLang is 0.5.12.post1 or later (capture builds on the native return)",
         core=False, reads=(t.ATTENTION_TP_RANK,), enabled_by=ENV_CAPTURE_DIR),
     Patch(
-        "server_args", MAIN, t.SERVER_ARGS, (t.SERVER_ARGS_POST_INIT,), "main.server_args:apply_server_args",
+        "server_args", MAIN, t.SERVER_ARGS, (t.SERVER_ARGS_RESOLUTION,), "main.server_args:apply_server_args",
         why="resolve and validate the requested map against the model config before any weights load, and hand it "
             "to the spawned workers",
-        upstream="0.5.23 makes ServerArgs a msgspec struct whose __post_init__ never runs (resolve_once instead)",
+        upstream="0.5.20 makes ServerArgs a msgspec struct whose __post_init__ does nothing (resolve_once instead) "
+                 "and reads indexer_types before any other schedule key, so the map is handed over as indexer_types",
         remove_when="never: the launch-time refusal is this package's own",
         reads=(t.SERVER_ARGS_CLASS, t.GET_CONFIG)),
     Patch(

@@ -108,8 +108,9 @@ def refusal(what: str) -> str:
 
 @dataclass(frozen=True)
 class Attribute:
-    """An attribute of SGLang objects that a patch reads: a dataclass field of ``owner``, or an instance attribute
-    that ``owner``'s own code (its class or a base class) assigns as ``self.<name>``.
+    """An attribute of SGLang objects that a patch reads: a field of ``owner`` (a dataclass, or a msgspec struct
+    such as ``ServerArgs`` from 0.5.20), or an instance attribute that ``owner``'s own code (its class or a base
+    class) assigns as ``self.<name>``.
 
     Patches read these with a default where the object may legitimately lack them at that moment, so a rename in
     SGLang would turn into silent wrong behaviour; probing them here turns it into a refusal.
@@ -129,9 +130,10 @@ class Attribute:
     def resolve(self) -> str:
         """The name this SGLang uses; refuses if it uses none of them."""
         cls = self.owner.resolve()
+        fields = _declared_fields(cls)
         for name in self.names:
-            if dataclasses.is_dataclass(cls):
-                if name in {f.name for f in dataclasses.fields(cls)}:
+            if fields is not None:
+                if name in fields:
                     return name
             elif any(self._assigned_in(base, name) for base in cls.__mro__ if base.__module__.startswith("sglang")):
                 return name
@@ -145,6 +147,14 @@ class Attribute:
             return False
         # `self.name = ...`, `self.name: T = ...`, and tuple targets such as `self.a, self.name, _ = ...`
         return re.search(rf"\bself\.{re.escape(name)}\b[^=\n]*=(?!=)", source) is not None
+
+
+def _declared_fields(cls) -> frozenset[str] | None:
+    """The fields a record class declares, or None for a plain class (whose attributes its code assigns)."""
+    if dataclasses.is_dataclass(cls):
+        return frozenset(f.name for f in dataclasses.fields(cls))
+    struct_fields = getattr(cls, "__struct_fields__", None)  # msgspec.Struct
+    return None if struct_fields is None else frozenset(struct_fields)
 
 
 INDEXER = "sglang.srt.layers.attention.nsa.nsa_indexer"
@@ -179,13 +189,17 @@ SCHEDULER_STATE = Target(SCHEDULER, "Scheduler.get_internal_state", ("recv_req",
 SCHEDULER_DISPATCHER = Target(SCHEDULER, "Scheduler.init_request_dispatcher")
 SCHEDULER_INPUTS = Target(SCHEDULER, "Scheduler.process_input_requests", ("recv_reqs",))
 SERVER_ARGS_CLASS = Target(SERVER_ARGS, "ServerArgs")
-SERVER_ARGS_POST_INIT = Target(SERVER_ARGS, "ServerArgs.__post_init__")
+# 0.5.20+: construction only records the input and resolve_once() resolves; before, __post_init__ resolved
+SERVER_ARGS_RESOLUTION = OneOf(Target(SERVER_ARGS, "ServerArgs.resolve_once"),
+                               Target(SERVER_ARGS, "ServerArgs.__post_init__"))
 HTTP_APP = Target(HTTP_SERVER, "app")
 
 # -- what the patches call or read
 PP_INDICES = Target("sglang.srt.distributed.utils", "get_pp_indices", ("num_hidden_layers", "pp_rank", "pp_size"))
-PP_GROUP = Target("sglang.srt.distributed", "get_pp_group")
-GLOBAL_SERVER_ARGS = Target(SERVER_ARGS, "get_global_server_args")
+PP_GROUP = Target("sglang.srt.distributed.parallel_state", "get_pp_group")  # 0.5.23 no longer re-exports it
+# the process's ServerArgs: get_global_server_args() is a shim from 0.5.17 and only raises from 0.5.20
+GLOBAL_SERVER_ARGS = OneOf(Target("sglang.srt.runtime_context", "get_server_args"),
+                           Target(SERVER_ARGS, "get_global_server_args"))
 SCHEDULER_IDLE = Target(SCHEDULER, "Scheduler.is_fully_idle")
 SCHEDULER_FLUSH = Target(SCHEDULER, "Scheduler.flush_cache")
 TYPE_DISPATCHER = Target("sglang.utils", "TypeBasedDispatcher")

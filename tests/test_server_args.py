@@ -2,10 +2,8 @@
 
 import json
 import os
-from unittest import mock
 
 import pytest
-import torch
 
 import sglang_cpu
 
@@ -27,12 +25,10 @@ def server_args(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     (tmp_path / "config.json").write_text(json.dumps(sglang_cpu.tiny_dsa_config()))
     apply_server_args(REGISTRY)
-    from sglang.srt.server_args import ServerArgs
 
     def make(**overrides):
-        with mock.patch.object(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0)):
-            return ServerArgs(model_path=str(tmp_path), device="cuda", load_format="dummy",
-                              json_model_override_args=json.dumps(overrides))
+        return sglang_cpu.launch_server_args(model_path=str(tmp_path), device="cuda", load_format="dummy",
+                                             json_model_override_args=json.dumps(overrides))
 
     make.model_path = str(tmp_path)
     yield make
@@ -105,12 +101,9 @@ def test_autoload_request_detection():
     ('{"index_topk_freq": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
 ])
 def test_override_json_that_is_no_request_stops_the_launch(server_args, raw, words):
-    from sglang.srt.server_args import ServerArgs
-
     with pytest.raises(MapError, match=words):
-        with mock.patch.object(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0)):
-            ServerArgs(model_path=server_args.model_path, device="cuda", load_format="dummy",
-                       json_model_override_args=raw)
+        sglang_cpu.launch_server_args(model_path=server_args.model_path, device="cuda", load_format="dummy",
+                                      json_model_override_args=raw)
     assert ENV_PATTERN not in os.environ
 
 
