@@ -122,3 +122,38 @@ def test_bad_switch_settings_stop_the_launch(server_args, monkeypatch, env, valu
     monkeypatch.setenv(env, value)
     with pytest.raises(MapError, match=words):
         server_args(index_topk_freq=2)
+
+
+GLM_5 = os.path.join(os.path.dirname(__file__), "..", "configs", "models", "glm-5")
+
+
+@pytest.mark.parametrize("request_keys", [
+    {"index_topk_freq": 4, "index_skip_topk_offset": 3},
+    {"indexcache_map": "glm-5/searched-1of4"},
+])
+def test_requested_map_reaches_sglangs_own_schedule_for_glm(tmp_path, monkeypatch, request_keys):
+    """transformers' GlmMoeDsaConfig always fills ``indexer_types`` (all Full) and SGLang 0.5.20+ reads it before
+    the frequency keys: the schedule SGLang itself derives from the launched server args must still be the map."""
+    model_config = pytest.importorskip("sglang.srt.configs.model_config")
+    if not hasattr(model_config, "dsa_layer_skips_topk"):
+        pytest.skip("this SGLang reads the schedule inside the attention layer (0.5.12.post1 and earlier)")
+    for var in (ENV_MAP, ENV_PATTERN, ENV_SOURCE):
+        monkeypatch.delenv(var, raising=False)
+    import shutil
+
+    shutil.copy(os.path.join(GLM_5, "config.json"), tmp_path / "config.json")
+    # Only the main process's resolution is under test; the worker targets are probed in test_sglang_drift.py.
+    monkeypatch.setattr("sglang_indexcache.patches.main.server_args.check_worker_targets", lambda: None)
+    apply_server_args(REGISTRY)
+    try:
+        args = sglang_cpu.launch_server_args(model_path=str(tmp_path), device="cuda", load_format="dummy",
+                                             json_model_override_args=json.dumps(request_keys))
+        pattern = os.environ[ENV_PATTERN]
+        hf_config = model_config.ModelConfig.from_server_args(args).hf_config
+    finally:
+        REGISTRY.revert()
+        for var in (ENV_PATTERN, ENV_SOURCE):
+            os.environ.pop(var, None)
+    assert len(pattern) == 78 and pattern.count("F") < 78
+    native = "".join("S" if model_config.dsa_layer_skips_topk(hf_config, i) else "F" for i in range(78))
+    assert native == pattern
