@@ -38,7 +38,7 @@ import logging
 
 from .registry import PatchRegistry
 from .state import reset
-from .table import MAIN, WORKER, check_worker_targets, missing_target, rows, unavailable
+from .table import WORKER, check_worker_targets, missing_target, rows
 
 logger = logging.getLogger("sglang_indexcache")
 
@@ -49,16 +49,16 @@ def apply(process: str | None = None, when: str | None = None) -> None:
     """Apply the table's patches of ``process`` triggered by the import of ``when`` (None: all); idempotent.
 
     Core worker patches are all or nothing about SGLang: every target they use is probed first, and a missing
-    one raises ``IncompatibleSGLang`` before anything is replaced. An optional patch whose feature this SGLang
-    cannot serve is skipped, and its feature stays off (``table.unavailable``); an endpoint whose own targets
-    are present is still added, to answer why.
+    one raises ``IncompatibleSGLang`` before anything is replaced. An optional patch whose own targets this
+    SGLang lacks is skipped; its feature is then off (``table.unavailable``), and an endpoint of that feature
+    whose own targets are present is still added, to answer why.
     """
     todo = [patch for patch in rows(process, when) if patch.enabled() and not REGISTRY.has(patch.name)]
     if any(patch.process == WORKER and patch.core for patch in todo):
         check_worker_targets()
     for patch in todo:
         if not patch.core:
-            missing = missing_target(patch) if patch.process == MAIN else unavailable(patch.feature)
+            missing = missing_target(patch)  # its own targets only: a scheduler must not import the HTTP server
             if missing:
                 logger.info("IndexCache: %s not applied: %s", patch.name, missing)
                 continue
