@@ -34,9 +34,13 @@ capturer; 0.5.12.post1 and later return the indexer's top-k natively (``--enable
 
 from __future__ import annotations
 
+import logging
+
 from .registry import PatchRegistry
 from .state import reset
-from .table import WORKER, check_worker_targets, rows
+from .table import WORKER, check_worker_targets, missing_target, rows
+
+logger = logging.getLogger("sglang_indexcache")
 
 REGISTRY = PatchRegistry()
 
@@ -44,13 +48,20 @@ REGISTRY = PatchRegistry()
 def apply(process: str | None = None, when: str | None = None) -> None:
     """Apply the table's patches of ``process`` triggered by the import of ``when`` (None: all); idempotent.
 
-    Worker patches are all or nothing about SGLang: every target they use is probed first, and a missing one
-    raises ``IncompatibleSGLang`` before anything is replaced.
+    Core worker patches are all or nothing about SGLang: every target they use is probed first, and a missing
+    one raises ``IncompatibleSGLang`` before anything is replaced. An optional patch whose own targets this
+    SGLang lacks is skipped; its feature is then off (``table.unavailable``), and an endpoint of that feature
+    whose own targets are present is still added, to answer why.
     """
     todo = [patch for patch in rows(process, when) if patch.enabled() and not REGISTRY.has(patch.name)]
-    if any(patch.process == WORKER for patch in todo):
+    if any(patch.process == WORKER and patch.core for patch in todo):
         check_worker_targets()
     for patch in todo:
+        if not patch.core:
+            missing = missing_target(patch)  # its own targets only: a scheduler must not import the HTTP server
+            if missing:
+                logger.info("IndexCache: %s not applied: %s", patch.name, missing)
+                continue
         for target in patch.targets:
             target.resolve()
         patch.function()(REGISTRY)

@@ -130,3 +130,19 @@ def test_entry_point_for_newer_sglang(path_only_dir):
     assert run(path_only_dir, code).stdout.strip().endswith("PLAIN")  # loaded, but nothing requested
     out = run(path_only_dir, code, env=request)
     assert out.stdout.strip().endswith("PATCHED"), out.stderr[-2000:]
+
+
+def test_allowlist_leaving_us_out_while_a_map_is_requested(site_dir):
+    """SGLang's loader skips a plugin SGLANG_PLUGINS does not list (an INFO line): the .pth hook, which runs
+    regardless, refuses instead of letting the model be served without the map. SGLang without a loader
+    ignores the variable, and so do we."""
+    from sglang_indexcache.patches.autoload import has_plugin_loader
+
+    out = run(site_dir, "import sglang.srt.models.deepseek_v2; " + CHECK_PATCHED,
+              env={"SGLANG_INDEXCACHE_MAP": "glm-5/searched-1of4", "SGLANG_PLUGINS": "other"})
+    if has_plugin_loader():
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        last = out.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: SGLANG_PLUGINS: other: leaves out the 'indexcache' plugin") and "Fix: " in last
+    else:
+        assert out.returncode == 0 and out.stdout.strip().endswith("PATCHED"), out.stderr[-2000:]

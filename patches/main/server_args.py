@@ -28,7 +28,8 @@ from sglang_indexcache.switching import check_map_dir, switch_timeout
 
 from ..process_map import export
 from ..registry import PatchRegistry
-from ..table import check_worker_targets
+from ..autoload import check_allowlist
+from ..table import check_worker_targets, warn_unavailable
 from ..targets import GET_CONFIG, SERVER_ARGS_CLASS, SERVER_ARGS_RESOLUTION, IncompatibleSGLang
 
 logger = logging.getLogger("sglang_indexcache")
@@ -106,7 +107,10 @@ def resolve_in_main_process(server_args):
             return None
         check_map_dir(os.environ)
         switch_timeout(os.environ)
+        check_allowlist(os.environ, "the checkpoint states a sharing schedule" if from_checkpoint
+                        else "an IndexCache map is requested")
         check_worker_targets()
+        warn_unavailable()
         if server_args.load_format != "dummy":
             check_indexer_weights(layer_map, server_args.model_path)
         _reach_workers()

@@ -56,11 +56,21 @@ def apply_model_checks(registry: PatchRegistry) -> None:
             logger.info(process_map.startup_line(f"pid {os.getpid()}, rank {rank}"))
             set_active(process_map, rank)
             if getattr(GLOBAL_SERVER_ARGS.resolve()(), "enable_metrics", False):
-                STATE.metrics = Metrics(rank)
+                STATE.metrics = _metrics(rank)
 
         return __init__
 
     registry.wrap(cls, "__init__", make_init, patch="model_checks")
+
+
+def _metrics(rank: int):
+    """The Prometheus exporter; an optional feature, so one that cannot start is a warning, not a refusal."""
+    try:
+        return Metrics(rank)
+    except Exception as e:  # noqa: BLE001 - prometheus_client absent or its registry refusing our names
+        logger.warning("IndexCache: metrics is unavailable here: %s: %s; serving the map without them",
+                       type(e).__name__, e)
+        return None
 
 
 def apply_model_forward_reset(registry: PatchRegistry) -> None:
