@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed
 # e.g. PYTEST_ARGS="-m sglang": the tests that import SGLang, which is all another release changes
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test
+.PHONY: setup demo test lint
 
 $(STAMP): $(REQUIREMENTS) requirements/cpu-common.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -45,3 +45,7 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# pycodestyle, pyflakes, isort, bugbear and pyupgrade rules (pyproject.toml's [tool.ruff.lint]); CI runs it first.
+lint: setup
+	$(VENV)/bin/ruff check .

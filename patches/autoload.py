@@ -25,8 +25,16 @@ import sys
 from pathlib import Path
 
 from sglang_indexcache.errors import MapError
-from sglang_indexcache.names import (ENV_DISABLE, ENV_MAP, ENV_PATTERN, ENV_PLUGINS, OVERRIDE_FLAG, PLUGIN_GROUP,
-                                     PLUGIN_NAME, REQUEST_KEYS)
+from sglang_indexcache.names import (
+    ENV_DISABLE,
+    ENV_MAP,
+    ENV_PATTERN,
+    ENV_PLUGINS,
+    OVERRIDE_FLAG,
+    PLUGIN_GROUP,
+    PLUGIN_NAME,
+    REQUEST_KEYS,
+)
 
 from .state import STATE
 from .targets import SERVER_ARGS, IncompatibleSGLang

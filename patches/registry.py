@@ -4,8 +4,9 @@ one record of which patches are applied."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 _MISSING = object()  # the attribute was inherited, not in the owner's own __dict__
 

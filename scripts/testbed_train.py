@@ -17,7 +17,6 @@ import torch
 import typer
 
 from sglang_indexcache.errors import MapError
-
 from sglang_indexcache.testbed.cli import base_identity, one_line_errors, pick_device
 from sglang_indexcache.testbed.corpus import load_split
 from sglang_indexcache.testbed.indexer import IndexerConfig
@@ -33,7 +32,9 @@ def main(
     out: Path = typer.Option(..., help="the indexer .safetensors to write"),
     run_dir: Path = Path("build/testbed-run"),
     base: str = DEFAULT_BASE,
-    base_name: str = typer.Option(None, help="the name later loads use (default: --base), e.g. smollm2 for a copy of its GGUF"),
+    base_name: str = typer.Option(
+        None, help="the name later loads use (default: --base), e.g. smollm2 for a copy of its GGUF"
+    ),
     splits: Path = SPLITS,
     index_topk: int = 256,
     seq: int = 2048,
@@ -64,8 +65,15 @@ def main(
     icfg = IndexerConfig(lm.config.hidden_size, index_heads, index_head_dim, rope_dim)
     model = RetrofitDSA(lm, index_topk=index_topk, indexer_config=icfg, block=block).to(dev)
     config = TrainConfig(
-        seq=seq, batch=batch, dense_steps=dense_steps, sparse_steps=sparse_steps, dense_seconds=dense_seconds,
-        sparse_seconds=sparse_seconds, dense_lr=dense_lr, sparse_lr=sparse_lr, checkpoint_every=checkpoint_every,
+        seq=seq,
+        batch=batch,
+        dense_steps=dense_steps,
+        sparse_steps=sparse_steps,
+        dense_seconds=dense_seconds,
+        sparse_seconds=sparse_seconds,
+        dense_lr=dense_lr,
+        sparse_lr=sparse_lr,
+        checkpoint_every=checkpoint_every,
         seed=seed,
     )
     history = train(model, domains, config, run_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -47,7 +47,7 @@ def exits_with_one_line(fn):
 @exits_with_one_line
 def show(
     map_: MapArg,
-    num_layers: Annotated[Optional[int], typer.Option(help="layer count, for freq maps that leave it open")] = None,
+    num_layers: Annotated[int | None, typer.Option(help="layer count, for freq maps that leave it open")] = None,
 ) -> None:
     """Print a map: its pattern, Full count, ratio and the Full layer each Shared layer reads."""
     layer_map = LayerMap.load(map_, num_layers=num_layers)
@@ -60,7 +60,7 @@ def show(
 def validate(
     map_: MapArg,
     model_config: Annotated[
-        Optional[Path], typer.Option(help="model directory or config.json the map must fit")
+        Path | None, typer.Option(help="model directory or config.json the map must fit")
     ] = None,
 ) -> None:
     """Exit 0 if the map is valid (and fits the model), else print why and exit 2."""
@@ -99,10 +99,12 @@ KeyOpt = Annotated[str, typer.Option(help="the server's --admin-api-key", envvar
 @app.command()
 @exits_with_one_line
 def switch(
-    map_: Annotated[Optional[str], typer.Argument(help="a shipped map name, or a file in the server's SGLANG_INDEXCACHE_MAP_DIR")] = None,
-    pattern: Annotated[Optional[str], typer.Option(help="index_topk_pattern, e.g. FSSSFSSS")] = None,
-    freq: Annotated[Optional[int], typer.Option(help="index_topk_freq")] = None,
-    offset: Annotated[Optional[int], typer.Option(help="index_skip_topk_offset (with --freq)")] = None,
+    map_: Annotated[
+        str | None, typer.Argument(help="a shipped map name, or a file in the server's SGLANG_INDEXCACHE_MAP_DIR")
+    ] = None,
+    pattern: Annotated[str | None, typer.Option(help="index_topk_pattern, e.g. FSSSFSSS")] = None,
+    freq: Annotated[int | None, typer.Option(help="index_topk_freq")] = None,
+    offset: Annotated[int | None, typer.Option(help="index_skip_topk_offset (with --freq)")] = None,
     url: UrlOpt = "http://127.0.0.1:30000",
     admin_api_key: KeyOpt = "",
 ) -> None:
@@ -134,16 +136,19 @@ def status(url: UrlOpt = "http://127.0.0.1:30000", admin_api_key: KeyOpt = "") -
 def calibrate(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help="Hugging Face checkpoint directory (config.json + weights), or testbed")],
-    data: Annotated[Path, typer.Option(help=".txt, .jsonl (text or input_ids per line), .npy token ids or a dataset directory")],
+    data: Annotated[
+        Path, typer.Option(help=".txt, .jsonl (text or input_ids per line), .npy token ids or a dataset directory")
+    ],
     out: Annotated[Path, typer.Option(help="directory for removal.json, the YAML maps and loss.png")],
     backend: Annotated[str, typer.Option(help="torch (in process) or server (a live SGLang server)")] = "torch",
     url: UrlOpt = "http://127.0.0.1:30000",
     admin_api_key: KeyOpt = "",
-    ratios: Annotated[str, typer.Option(help="Full-layer ratios to write maps for, e.g. --ratios 0.5 0.25 0.125")]
-    = "0.5 0.25 0.125",
+    ratios: Annotated[
+        str, typer.Option(help="Full-layer ratios to write maps for, e.g. --ratios 0.5 0.25 0.125")
+    ] = "0.5 0.25 0.125",
     resume: Annotated[bool, typer.Option(help="continue the search checkpointed in --out")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda (torch backend)")] = "cpu",
-    seq_len: Annotated[Optional[int], typer.Option(help="tokens per sequence (default: twice index_topk)")] = None,
+    seq_len: Annotated[int | None, typer.Option(help="tokens per sequence (default: twice index_topk)")] = None,
     max_tokens: Annotated[int, typer.Option(help="calibration tokens to use at most")] = 65536,
     batch_size: Annotated[int, typer.Option(help="sequences per forward or request")] = 4,
     stages: Annotated[int, typer.Option(help="pipeline variant: blocks searched side by side, one flip each")] = 1,
@@ -161,11 +166,29 @@ def calibrate(
     try:
         parsed = [float(v) for v in values]
     except ValueError:
-        raise InputError("--ratios", "--ratios", f"{' '.join(values)!r} are not all numbers",
-                         "give ratios like --ratios 0.5 0.25 0.125") from None
-    opts = Options(model=model, data=data, out=out, backend=backend, url=url, admin_api_key=admin_api_key,
-                   ratios=parsed, resume=resume, device=device, seq_len=seq_len, max_tokens=max_tokens,
-                   batch_size=batch_size, stages=stages, cache_gb=cache_gb, progress=not quiet)
+        raise InputError(
+            "--ratios",
+            "--ratios",
+            f"{' '.join(values)!r} are not all numbers",
+            "give ratios like --ratios 0.5 0.25 0.125",
+        ) from None
+    opts = Options(
+        model=model,
+        data=data,
+        out=out,
+        backend=backend,
+        url=url,
+        admin_api_key=admin_api_key,
+        ratios=parsed,
+        resume=resume,
+        device=device,
+        seq_len=seq_len,
+        max_tokens=max_tokens,
+        batch_size=batch_size,
+        stages=stages,
+        cache_gb=cache_gb,
+        progress=not quiet,
+    )
     try:
         outcome = run_calibration(opts)
     except ServerGone as e:
@@ -186,8 +209,10 @@ def list_maps() -> None:
         layer_map = LayerMap.load(name)
         p = layer_map.provenance
         note = "" if p is None or p.confirmed else ", unconfirmed"
-        print(f"{name:28s} {len(layer_map.full_layers):3d}/{layer_map.num_layers:<3d} Full  "
-              f"({p.method if p else '?'}{note})")
+        print(
+            f"{name:28s} {len(layer_map.full_layers):3d}/{layer_map.num_layers:<3d} Full  "
+            f"({p.method if p else '?'}{note})"
+        )
 
 
 def describe(layer_map: LayerMap) -> list[str]:
@@ -203,8 +228,9 @@ def describe(layer_map: LayerMap) -> list[str]:
         lines.append(f"architectures: {', '.join(layer_map.architectures)}")
     if layer_map.provenance is not None:
         p = layer_map.provenance
-        lines.append(f"provenance: {p.method}{'' if p.confirmed else ' (unconfirmed)'}"
-                     f"{f' - {p.source}' if p.source else ''}")
+        lines.append(
+            f"provenance: {p.method}{'' if p.confirmed else ' (unconfirmed)'}{f' - {p.source}' if p.source else ''}"
+        )
     lines.append("shared layers read from (F layer: S layers):")
     for f, served in layer_map.served_layers().items():
         if served:

@@ -138,16 +138,22 @@ class MapRequest(_Strict):
 
     @model_validator(mode="after")
     def _one_request(self) -> MapRequest:
-        schedule = [k for k in ("indexer_types", "index_topk_pattern", "index_topk_freq") if getattr(self, k) is not None]
+        keys = ("indexer_types", "index_topk_pattern", "index_topk_freq")
+        schedule = [k for k in keys if getattr(self, k) is not None]
         if self.indexcache_map is not None and (schedule or self.index_skip_topk_offset is not None):
-            raise _fail(f"given together with {', '.join(schedule or ['index_skip_topk_offset'])}",
-                        "give either a map (indexcache_map or SGLANG_INDEXCACHE_MAP) or the schedule keys, not both",
-                        (MAP_KEY,))
+            raise _fail(
+                f"given together with {', '.join(schedule or ['index_skip_topk_offset'])}",
+                "give either a map (indexcache_map or SGLANG_INDEXCACHE_MAP) or the schedule keys, not both",
+                (MAP_KEY,),
+            )
         if len(schedule) > 1:
             raise _fail(f"several schedules given ({', '.join(schedule)})", "give exactly one of them", (schedule[1],))
         if self.index_skip_topk_offset is not None and self.index_topk_freq is None:
-            raise _fail("offset without freq", "add index_topk_freq or remove index_skip_topk_offset",
-                        ("index_skip_topk_offset",))
+            raise _fail(
+                "offset without freq",
+                "add index_topk_freq or remove index_skip_topk_offset",
+                ("index_skip_topk_offset",),
+            )
         return self
 
     @property
@@ -191,19 +197,32 @@ class MapFile(_Strict):
         n, length = self.model.num_layers, self.map.length
         if n is not None and length is not None and n != length:
             key = "pattern" if self.map.pattern is not None else "indexer_types"
-            raise _fail(f"{length} layers given but model.num_layers is {n}",
-                        f"give exactly {n} entries, one per DSA layer", ("map", key))
+            raise _fail(
+                f"{length} layers given but model.num_layers is {n}",
+                f"give exactly {n} entries, one per DSA layer",
+                ("map", key),
+            )
         return self
 
 
 # Type errors name the kinds, never the value: an error must not echo what a file holds.
-_KINDS = {"int_type": "an integer", "string_type": "a string", "list_type": "a list", "bool_type": "true or false",
-          "float_type": "a number", "model_type": "a mapping (key: value)", "dict_type": "a mapping (key: value)",
-          "model_attributes_type": "a mapping (key: value)"}
-_FIXES = {"int_type": "write a whole number without quotes, e.g. 4",
-          "string_type": "write it as a string (in quotes if it looks like a number or true/false)",
-          "list_type": "write a list, e.g. [full, shared]", "bool_type": "write true or false without quotes",
-          "float_type": "write a number without quotes"}
+_KINDS = {
+    "int_type": "an integer",
+    "string_type": "a string",
+    "list_type": "a list",
+    "bool_type": "true or false",
+    "float_type": "a number",
+    "model_type": "a mapping (key: value)",
+    "dict_type": "a mapping (key: value)",
+    "model_attributes_type": "a mapping (key: value)",
+}
+_FIXES = {
+    "int_type": "write a whole number without quotes, e.g. 4",
+    "string_type": "write it as a string (in quotes if it looks like a number or true/false)",
+    "list_type": "write a list, e.g. [full, shared]",
+    "bool_type": "write true or false without quotes",
+    "float_type": "write a number without quotes",
+}
 
 
 def kind_of(value: Any) -> str:
@@ -233,15 +252,21 @@ def to_map_error(err: ValidationError, source: str) -> MapError:
     if kind == "map_rule":
         return MapError(source, key, first["msg"], ctx["fix"])
     if kind in _KINDS:
-        return MapError(source, key, f"expected {_KINDS[kind]}, got {kind_of(first['input'])}",
-                        _FIXES.get(kind, "write a mapping of the allowed keys"))
+        return MapError(
+            source,
+            key,
+            f"expected {_KINDS[kind]}, got {kind_of(first['input'])}",
+            _FIXES.get(kind, "write a mapping of the allowed keys"),
+        )
     if kind == "extra_forbidden":
         allowed = ", ".join(_allowed(loc[:-1], _SCHEMAS.get(err.title, MapFile)))
         return MapError(source, key, "unknown key", f"remove it (allowed: {allowed})")
     if kind == "missing":
         return MapError(source, key, "required key is missing", "add it")
     if kind == "literal_error":
-        return MapError(source, key, f"{str(first['input'])[:40]!r} is not allowed", f"use one of {ctx.get('expected')}")
+        return MapError(
+            source, key, f"{str(first['input'])[:40]!r} is not allowed", f"use one of {ctx.get('expected')}"
+        )
     return MapError(source, key, first["msg"].rstrip("."), "correct the value's type or range")
 
 

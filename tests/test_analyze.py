@@ -6,17 +6,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
+from drifting_dsa import DriftingDSA
 from typer.testing import CliRunner
 
 from sglang_indexcache.analysis.capture_files import read_capture, relabel, write_chunk
-from sglang_indexcache.names import CAPTURE_RID_PREFIX as RID_PREFIX
 from sglang_indexcache.analysis.overlap import OverlapAccumulator, depth_edges
 from sglang_indexcache.analysis.report import build_report, summary_lines
 from sglang_indexcache.cli import app
 from sglang_indexcache.inprocess.runner import capture_topk
 from sglang_indexcache.kernels.naive import topk_overlap_naive
 from sglang_indexcache.layer_map import LayerMap
-from drifting_dsa import DriftingDSA
+from sglang_indexcache.names import CAPTURE_RID_PREFIX as RID_PREFIX
 
 runner = CliRunner()
 SEQS = [list(range(3, 23)), list(range(30, 42)) * 2]
@@ -94,6 +94,7 @@ def test_server_capture_equals_inprocess(tmp_path, data):
     assert result.exit_code == 0, result.output
     inproc = runner.invoke(app, ["analyze", "--model", "drifting_dsa:make", "--data", str(data), "--out",
                                  str(tmp_path / "i"), "--no-progress"])
+    assert inproc.exit_code == 0, inproc.output
     server_report = json.loads((tmp_path / "s" / "overlap.json").read_text())
     inproc_report = json.loads((tmp_path / "i" / "overlap.json").read_text())
     assert server_report["matrix"] == inproc_report["matrix"]
@@ -227,12 +228,15 @@ def test_token_array_data_is_cut_into_windows(tmp_path):
 
     np.save(tmp_path / "code-heldout.npy", np.arange(3, 53, dtype=np.uint16))
     result = runner.invoke(app, ["analyze", "--model", "drifting_dsa:make", "--data",
-                                 str(tmp_path / "code-heldout.npy"), "--seq-len", "16", "--out", str(tmp_path / "o"), "--no-progress"])
+                                 str(tmp_path / "code-heldout.npy"), "--seq-len", "16", "--out", str(tmp_path / "o"),
+                                 "--no-progress"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "o" / "overlap.json").read_text())["positions"]["total"] == 3 * 16
     np.save(tmp_path / "bad.npy", np.zeros((2, 2), dtype=np.float32))
-    result = runner.invoke(app, ["analyze", "--model", "drifting_dsa:make", "--data", str(tmp_path / "bad.npy"),
-                                 "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        app,
+        ["analyze", "--model", "drifting_dsa:make", "--data", str(tmp_path / "bad.npy"), "--out", str(tmp_path / "o")],
+    )
     assert result.exit_code == 2 and "not token ids" in result.output
 
 
@@ -246,19 +250,46 @@ def test_glm_checkpoint_directory(tmp_path):
     seqs = [list(range(1, 25))]
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"input_ids": seqs[0]}) + "\n")
-    result = runner.invoke(app, ["analyze", "--model", str(tmp_path / "glm"), "--data", str(data), "--out",
-                                 str(tmp_path / "o"), "--no-progress", "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "analyze",
+            "--model",
+            str(tmp_path / "glm"),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "o" / "overlap.json").read_text())
     model = GlmMoeDsaLayerwise.from_pretrained(tmp_path / "glm")
     want = expected_matrix(model, seqs, model.index_topk)
-    torch.testing.assert_close(torch.tensor(report["matrix"]), torch.tensor(want, dtype=torch.float32), atol=1e-4,
-                               rtol=0)
+    torch.testing.assert_close(
+        torch.tensor(report["matrix"]), torch.tensor(want, dtype=torch.float32), atol=1e-4, rtol=0
+    )
 
 
 def test_unreachable_server_is_one_line(tmp_path, data):
-    result = runner.invoke(app, ["analyze", "--url", "http://127.0.0.1:9", "--capture-dir", str(tmp_path), "--data",
-                                 str(data), "--out", str(tmp_path / "o"), "--no-progress"])
+    result = runner.invoke(
+        app,
+        [
+            "analyze",
+            "--url",
+            "http://127.0.0.1:9",
+            "--capture-dir",
+            str(tmp_path),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 1 and result.output.count("error:") == 1 and "cannot reach the server" in result.output
 
 

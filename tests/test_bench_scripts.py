@@ -7,8 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fake_server import FakeServer
+
+from sglang_indexcache.bench import load as loadtest
+from sglang_indexcache.bench import memory as memory_table
+from sglang_indexcache.bench import prefill_decode as bench
+from sglang_indexcache.bench import readme_table as bench_readme
+from sglang_indexcache.bench import switching_check as switch_under_load
 from sglang_indexcache.bench.bound import (
     amdahl_bound,
     indexer_share,
@@ -16,11 +21,6 @@ from sglang_indexcache.bench.bound import (
     load_trace,
     range_kernel_times,
 )
-from sglang_indexcache.bench import load as loadtest
-from sglang_indexcache.bench import memory as memory_table
-from sglang_indexcache.bench import prefill_decode as bench
-from sglang_indexcache.bench import readme_table as bench_readme
-from sglang_indexcache.bench import switching_check as switch_under_load
 from sglang_indexcache.bench.client import require_loopback
 from sglang_indexcache.bench.patterns import ratio_maps
 from sglang_indexcache.bench.serverinfo import capacity
@@ -202,8 +202,14 @@ def test_readme_benchmark_model_dir(tmp_path):
     transformers = pytest.importorskip("transformers")
     out = bench_readme.model_dir(SLICE, tmp_path / "m")
     cfg = json.loads((out / "config.json").read_text())
-    assert (cfg["hidden_size"], cfg["num_attention_heads"], cfg["q_lora_rank"], cfg["kv_lora_rank"]) == (7168, 128, 1536, 512)
-    assert (cfg["index_n_heads"], cfg["index_head_dim"], cfg["index_topk"], cfg["num_experts_per_tok"]) == (64, 128, 2048, 8)
+    dims = (cfg["hidden_size"], cfg["num_attention_heads"], cfg["q_lora_rank"], cfg["kv_lora_rank"])
+    assert dims == (7168, 128, 1536, 512)
+    assert (cfg["index_n_heads"], cfg["index_head_dim"], cfg["index_topk"], cfg["num_experts_per_tok"]) == (
+        64,
+        128,
+        2048,
+        8,
+    )
     tok = transformers.AutoTokenizer.from_pretrained(out)
     ids = [5, 17, 129000]
     assert tok(tok.decode(ids), add_special_tokens=False)["input_ids"] == ids
@@ -216,11 +222,13 @@ def test_readme_benchmark_model_dir(tmp_path):
 def test_memory_table_helpers(server):
     assert ratio_maps(8) == {"stock": None, "allF": "FFFFFFFF", "1of2": "FSFSFSFS", "1of4": "FSSSFSSS"}
     assert capacity(server.url)["max_total_num_tokens"] == server.capacity
-    rows = memory_table.with_ratios([
-        {"map": "stock", "kv_dtype": "bf16", "max_total_num_tokens": 1000},
-        {"map": "1of4", "kv_dtype": "bf16", "max_total_num_tokens": 1082},
-        {"map": "1of4", "kv_dtype": "fp8", "max_total_num_tokens": 5},
-    ])
+    rows = memory_table.with_ratios(
+        [
+            {"map": "stock", "kv_dtype": "bf16", "max_total_num_tokens": 1000},
+            {"map": "1of4", "kv_dtype": "bf16", "max_total_num_tokens": 1082},
+            {"map": "1of4", "kv_dtype": "fp8", "max_total_num_tokens": 5},
+        ]
+    )
     assert [r["tokens_vs_stock"] for r in rows] == [1.0, 1.082, None]
 
 
@@ -259,8 +267,10 @@ def test_switch_under_load_verdicts():
 
     report = {
         "maps": {"allF": "FFFF", "1of4": "FSSS"},
-        "fresh": {"allF": {"first": probes(0.0, 0.0), "again": probes(0.05, 0.0)},
-                  "1of4": {"first": probes(1.0, 1.0), "again": probes(1.0, 1.02)}},
+        "fresh": {
+            "allF": {"first": probes(0.0, 0.0), "again": probes(0.05, 0.0)},
+            "1of4": {"first": probes(1.0, 1.0), "again": probes(1.0, 1.02)},
+        },
         "switches": [
             {"to": "1of4", "status": 200, "seconds": 1.0, "served_pattern": "FSSS", "probes": probes(1.03, 1.0)},
             {"to": "allF", "status": 200, "seconds": 1.0, "served_pattern": "FFFF", "probes": probes(0.5, 0.0)},
@@ -279,8 +289,10 @@ def test_switch_under_load_verdicts():
 
 def test_readme_rows_use_the_share_at_each_context():
     maps = {"stock": None, "allF": "FFFF", "1of4": "FSSS"}
-    speedups = {"allF": {"prefill": {"8": 0.99}, "decode": {}},
-                "1of4": {"prefill": {"8": 1.2, "16": 1.5}, "decode": {"16": 1.1}}}
+    speedups = {
+        "allF": {"prefill": {"8": 0.99}, "decode": {}},
+        "1of4": {"prefill": {"8": 1.2, "16": 1.5}, "decode": {"16": 1.1}},
+    }
     shares = {"prefill": {"8": {"share": 0.2}, "16": {"share": 0.4}}, "decode": {}, "full-kv": {"16": {"share": 0.1}}}
     rows = bench_readme.rows_against_bound(maps, speedups, shares, 1.05, 16, n_layers=4)
     by = {(r["map"], r["stage"], r["context"]): r for r in rows}
@@ -313,16 +325,20 @@ def test_readme_benchmark_end_to_end_against_stand_in_servers(tmp_path, monkeypa
     monkeypatch.setattr(bench_readme, "Server", StandIn)
     monkeypatch.setattr(bench_readme, "model_dir", lambda config, out: out)
     monkeypatch.setattr(bench_readme, "TRACE_POLL_S", 0.05)
-    common = dict(config=SLICE, maps=["stock", "allF"], lengths=[2000], decode_lengths=[3000], full_kv_len=5000,
-                  repeats=1)
+    common = dict(
+        config=SLICE, maps=["stock", "allF"], lengths=[2000], decode_lengths=[3000], full_kv_len=5000, repeats=1
+    )
     try:
         report = bench_readme.run(bench_readme.Options(**common, out=tmp_path / "a"))
         assert [name for name, _, _ in launched] == ["stock", "allF", "allF-eager"]
         assert "--disable-cuda-graph" in launched[2][1] and "--disable-cuda-graph" not in launched[1][1]
         assert launched[0][2] == {"SGLANG_INDEXCACHE_DISABLE": "1"} and launched[2][2] == launched[1][2]
         shares = report["indexer_share"]
-        assert {stage: list(v) for stage, v in shares.items()} == {"prefill": ["2000"], "decode": ["3000"],
-                                                                   "full-kv": ["5000"]}
+        assert {stage: list(v) for stage, v in shares.items()} == {
+            "prefill": ["2000"],
+            "decode": ["3000"],
+            "full-kv": ["5000"],
+        }
         assert all(v["share"] == pytest.approx(0.3) for by_len in shares.values() for v in by_len.values())
         # The full-KV profile ran as many long requests as the pool holds, each traced after it decoded.
         assert fake.profiles[-1]["num_steps"] == 16 and fake.prompt_lengths.count(5000) >= 60_000 // (5000 + 4096)
@@ -330,8 +346,9 @@ def test_readme_benchmark_end_to_end_against_stand_in_servers(tmp_path, monkeypa
         assert "stock" in report["full_kv"]
 
         launched.clear()
-        again = bench_readme.run(bench_readme.Options(**common, reuse=tmp_path / "a" / "partial.json",
-                                                      out=tmp_path / "b"))
+        again = bench_readme.run(
+            bench_readme.Options(**common, reuse=tmp_path / "a" / "partial.json", out=tmp_path / "b")
+        )
         assert [name for name, _, _ in launched] == ["allF-eager"]
         assert again["results"] == report["results"] and again["reused"].endswith("partial.json")
     finally:

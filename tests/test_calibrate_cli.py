@@ -9,13 +9,12 @@ import sys
 
 import pytest
 import torch
-
-from sglang_indexcache import LayerMap
-
 from fake_server import FakeServer
 from test_calibrate_server import toy_logprobs
 from tiny_glm import tiny_model
 from toy_dsa import ToyDSA
+
+from sglang_indexcache import LayerMap
 
 
 def run_cli(*args):

@@ -3,6 +3,8 @@ layer forwards; an oracle model whose removable layers are known by construction
 
 import pytest
 import torch
+from tiny_glm import sampled_batches, tiny_model, zero_residual
+from toy_dsa import ToyDSA
 
 from sglang_indexcache.calibrate.naive import naive_search
 from sglang_indexcache.calibrate.search import (
@@ -17,9 +19,6 @@ from sglang_indexcache.calibrate.search import (
 )
 from sglang_indexcache.calibrate.torch_scorer import TorchScorer
 from sglang_indexcache.inprocess.runner import mean_loss
-
-from tiny_glm import sampled_batches, tiny_model, zero_residual
-from toy_dsa import ToyDSA
 
 
 def random_batches(vocab, count=2, batch=2, seq=16, seed=1):

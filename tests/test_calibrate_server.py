@@ -6,15 +6,14 @@ import time
 
 import pytest
 import torch
+from fake_server import FakeServer
+from toy_dsa import ToyDSA
 
 from sglang_indexcache.calibrate.data import InputError
 from sglang_indexcache.calibrate.search import greedy_search
-from sglang_indexcache.calibrate.server_scorer import ServerScorer, ServerGone
+from sglang_indexcache.calibrate.server_scorer import ServerGone, ServerScorer
 from sglang_indexcache.calibrate.torch_scorer import TorchScorer
 from sglang_indexcache.inprocess.runner import token_losses
-
-from fake_server import FakeServer
-from toy_dsa import ToyDSA
 
 LAYERS = 8
 

@@ -9,7 +9,6 @@ import torch
 
 def test_searched_and_uniform_maps_on_both_domains(tmp_path, capsys):
     from sglang_indexcache.bench import calibration_testbed
-
     from sglang_indexcache.testbed import tiny_model
     from sglang_indexcache.testbed.load import save_indexers
 

@@ -5,7 +5,6 @@ import json
 import textwrap
 
 import pytest
-
 from test_autoload import installed, last_line, run, site_dir  # noqa: F401 - fixtures
 
 pytest.importorskip("sglang")

@@ -6,7 +6,6 @@ import logging
 from types import SimpleNamespace
 
 import pytest
-
 import sglang_cpu
 
 sglang_cpu.install_import_stubs()

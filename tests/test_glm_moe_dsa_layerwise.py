@@ -5,12 +5,11 @@ top-k and run no indexer."""
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_glm import tiny_config, tiny_model
 
 from sglang_indexcache.inprocess import LayerwiseDSA
 from sglang_indexcache.inprocess.glm_moe_dsa import GlmMoeDsaLayerwise
 from sglang_indexcache.inprocess.runner import capture_topk, token_losses
-
-from tiny_glm import tiny_config, tiny_model
 
 
 @pytest.mark.parametrize("pattern", ["FFFFFF", "FSFSSF", "FSSSSS", "FFSSFS"])

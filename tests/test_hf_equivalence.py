@@ -30,7 +30,9 @@ def test_freq_offset(num_layers, freq, offset, write_map):
     assert LayerMap.from_hf_config({"num_hidden_layers": num_layers, **keys}).indexer_types == expected
     # The YAML spelling of the same rule.
     rule = f"{{freq: {freq}}}" if offset is None else f"{{freq: {freq}, offset: {offset}}}"
-    path = write_map(f"model: {{architectures: [GlmMoeDsaForCausalLM]}}\nmap: {rule}\nprovenance: {{method: uniform}}\n")
+    path = write_map(
+        f"model: {{architectures: [GlmMoeDsaForCausalLM]}}\nmap: {rule}\nprovenance: {{method: uniform}}\n"
+    )
     assert LayerMap.load(path, num_layers=num_layers).indexer_types == expected
 
 
@@ -50,8 +52,10 @@ def test_pattern_and_indexer_types(pattern, write_map):
     assert LayerMap.from_hf_config({"num_hidden_layers": n, "indexer_types": expected}).pattern == pattern
     # What we hand to engines reproduces the schedule in HF.
     assert hf_types(n, **m.to_hf_overrides()) == expected
-    path = write_map(f"model: {{architectures: [X], num_layers: {n}}}\nmap: {{indexer_types: {expected}}}\n"
-                     "provenance: {method: greedy}\n".replace("'", ""))
+    path = write_map(
+        f"model: {{architectures: [X], num_layers: {n}}}\nmap: {{indexer_types: {expected}}}\n"
+        "provenance: {method: greedy}\n".replace("'", "")
+    )
     assert LayerMap.load(path).pattern == pattern
 
 
@@ -70,8 +74,9 @@ def test_defaults_are_all_full():
     assert hf_types(5) == ["full"] * 5 == LayerMap.from_hf_config({"num_hidden_layers": 5}).indexer_types
 
 
-@pytest.mark.parametrize("name", ["glm-5/searched-1of2", "glm-5/searched-1of4", "glm-5/uniform-1of4",
-                                  "glm-5.2/trained-1of4"])
+@pytest.mark.parametrize(
+    "name", ["glm-5/searched-1of2", "glm-5/searched-1of4", "glm-5/uniform-1of4", "glm-5.2/trained-1of4"]
+)
 def test_shipped_glm_maps_in_hf(name):
     m = LayerMap.load(name)
     assert hf_types(m.num_layers, **m.to_hf_overrides()) == m.indexer_types

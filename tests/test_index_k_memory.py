@@ -3,16 +3,15 @@
 from types import SimpleNamespace
 
 import pytest
-import torch
-
 import sglang_cpu
+import torch
 
 sglang_cpu.install_import_stubs()
 pytest.importorskip("sglang")
 
+from sglang_indexcache.names import ENV_PATTERN  # noqa: E402
 from sglang_indexcache.patches import apply_model_patches, revert  # noqa: E402
 from sglang_indexcache.patches.process_map import plan_for  # noqa: E402
-from sglang_indexcache.names import ENV_PATTERN  # noqa: E402
 
 pytestmark = pytest.mark.sglang
 PATTERN = "FFSSSFSS"
@@ -24,8 +23,8 @@ POOL_ARGS = dict(size=1000, page_size=64, kv_lora_rank=512, dtype=torch.bfloat16
 @pytest.fixture
 def runner(monkeypatch):
     """A stand-in ModelRunner with what the pool set-up reads, and the real pool built by `_init_pools`."""
-    from sglang.srt.model_executor.model_runner_kv_cache_mixin import ModelRunnerKVCacheMixin
     from sglang.srt.mem_cache.memory_pool import NSATokenToKVPool
+    from sglang.srt.model_executor.model_runner_kv_cache_mixin import ModelRunnerKVCacheMixin
 
     def build_pool(self):  # stands in for SGLang's _init_pools, which the patch wraps
         self.token_to_kv_pool = NSATokenToKVPool(**POOL_ARGS)
@@ -106,8 +105,10 @@ def test_buffers_kept_where_something_copies_every_layer(runner, monkeypatch, se
     if setting == "keep-env":
         monkeypatch.setenv("SGLANG_INDEXCACHE_KEEP_INDEX_CACHE", "1")
     else:
-        runner.server_args = SimpleNamespace(enable_hierarchical_cache=setting == "hierarchical-cache",
-                                             disaggregation_mode="prefill" if setting == "pd-disaggregation" else "null")
+        runner.server_args = SimpleNamespace(
+            enable_hierarchical_cache=setting == "hierarchical-cache",
+            disaggregation_mode="prefill" if setting == "pd-disaggregation" else "null",
+        )
     apply_model_patches()
     assert cell_size(runner) == before
     assert all(b.shape[0] > 1 for b in init_pools(runner).index_k_with_scale_buffer)

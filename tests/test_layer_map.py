@@ -58,7 +58,9 @@ def test_hf_config_without_keys_is_all_full():
 def test_hf_config_accepts_lists():
     cfg = {"num_hidden_layers": 4}
     assert LayerMap.from_hf_config({**cfg, "index_topk_pattern": ["F", "S", "F", "S"]}).pattern == "FSFS"
-    assert LayerMap.from_hf_config({**cfg, "index_topk_pattern": ["full", "shared", "shared", "full"]}).pattern == "FSSF"
+    assert (
+        LayerMap.from_hf_config({**cfg, "index_topk_pattern": ["full", "shared", "shared", "full"]}).pattern == "FSSF"
+    )
 
 
 @pytest.mark.parametrize(
@@ -81,8 +83,13 @@ def test_hf_config_errors_name_the_hf_key(cfg, key):
 def test_shipped_maps():
     names = set(shipped_maps())
     assert {
-        "glm-5/searched-1of2", "glm-5/searched-1of4", "glm-5/uniform-1of2", "glm-5/uniform-1of4",
-        "glm-5.2/trained-1of4", "deepseek-v3.2/uniform-1of2", "deepseek-v3.2/uniform-1of4",
+        "glm-5/searched-1of2",
+        "glm-5/searched-1of4",
+        "glm-5/uniform-1of2",
+        "glm-5/uniform-1of4",
+        "glm-5.2/trained-1of4",
+        "deepseek-v3.2/uniform-1of2",
+        "deepseek-v3.2/uniform-1of4",
     } <= names
     searched2, searched4 = LayerMap.load("glm-5/searched-1of2"), LayerMap.load("glm-5/searched-1of4")
     assert (len(searched2.full_layers), len(searched4.full_layers)) == (40, 22)

@@ -13,17 +13,16 @@ import pickle
 from types import SimpleNamespace
 
 import pytest
-
 import sglang_cpu
 
 sglang_cpu.install_import_stubs()
 pytest.importorskip("sglang")
 
-from sglang_indexcache.patches.state import COUNTERS  # noqa: E402
+from sglang_indexcache.names import ENV_PATTERN, ENV_SOURCE  # noqa: E402
 from sglang_indexcache.patches import REGISTRY, apply_model_patches, revert  # noqa: E402
 from sglang_indexcache.patches.main import map_switch_endpoint  # noqa: E402
+from sglang_indexcache.patches.state import COUNTERS  # noqa: E402
 from sglang_indexcache.patches.worker import map_switch  # noqa: E402
-from sglang_indexcache.names import ENV_PATTERN, ENV_SOURCE  # noqa: E402
 from sglang_indexcache.patches.worker.indexer_forward import ROLE  # noqa: E402
 from sglang_indexcache.patches.worker.scheduler_status import status  # noqa: E402
 

@@ -3,9 +3,8 @@
 from types import SimpleNamespace
 
 import pytest
-import torch
-
 import sglang_cpu
+import torch
 
 sglang_cpu.install_import_stubs()
 pytest.importorskip("sglang")
@@ -13,14 +12,17 @@ pytest.importorskip("sglang")
 from sglang_cpu import build_decoder_layers, build_model, tiny_dsa_config  # noqa: E402
 
 from sglang_indexcache import LayerMap  # noqa: E402
-from sglang_indexcache.names import PROFILER_RANGE  # noqa: E402
-from sglang_indexcache.patches.state import COUNTERS  # noqa: E402
+from sglang_indexcache.names import (  # noqa: E402
+    ENV_PATTERN,
+    ENV_SOURCE,
+    PROFILER_RANGE,  # noqa: E402
+)
 from sglang_indexcache.patches import REGISTRY, apply_model_patches, revert  # noqa: E402
-from sglang_indexcache.names import ENV_PATTERN, ENV_SOURCE  # noqa: E402
-from sglang_indexcache.patches.worker.indexer_forward import ROLE, SLOT, StaleIndices  # noqa: E402
 from sglang_indexcache.patches.process_map import plan  # noqa: E402
+from sglang_indexcache.patches.state import COUNTERS  # noqa: E402
 from sglang_indexcache.patches.table import ALL_TARGETS  # noqa: E402
 from sglang_indexcache.patches.targets import IncompatibleSGLang, Target  # noqa: E402
+from sglang_indexcache.patches.worker.indexer_forward import ROLE, SLOT, StaleIndices  # noqa: E402
 
 pytestmark = pytest.mark.sglang
 

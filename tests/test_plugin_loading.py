@@ -9,15 +9,21 @@ from importlib.metadata import entry_points
 from types import SimpleNamespace
 
 import pytest
-
 import sglang_cpu
 
 sglang_cpu.install_import_stubs()
 pytest.importorskip("sglang")
 
 from sglang_indexcache.errors import MapError  # noqa: E402
-from sglang_indexcache.names import (ENV_DISABLE, ENV_EXTERNAL_PACKAGE, ENV_MAP, ENV_PATTERN,  # noqa: E402
-                                     ENV_PLUGINS, PLUGIN_GROUP, PLUGIN_NAME)
+from sglang_indexcache.names import (  # noqa: E402
+    ENV_DISABLE,
+    ENV_EXTERNAL_PACKAGE,
+    ENV_MAP,
+    ENV_PATTERN,
+    ENV_PLUGINS,
+    PLUGIN_GROUP,
+    PLUGIN_NAME,
+)
 from sglang_indexcache.patches import autoload, post_import, revert  # noqa: E402
 from sglang_indexcache.patches.state import STATE  # noqa: E402
 
@@ -130,7 +136,8 @@ def test_a_checkpoint_schedule_with_us_left_out_is_refused_where_the_loader_exis
     matters as much as for a request."""
     from sglang_indexcache.patches.main.server_args import resolve_in_main_process
 
-    environ = {k: v for k, v in os.environ.items() if k not in (ENV_MAP, ENV_PATTERN, ENV_DISABLE, ENV_EXTERNAL_PACKAGE)}
+    ours = (ENV_MAP, ENV_PATTERN, ENV_DISABLE, ENV_EXTERNAL_PACKAGE)
+    environ = {k: v for k, v in os.environ.items() if k not in ours}
     monkeypatch.setattr(os, "environ", {**environ, ENV_PLUGINS: "other"})  # what a served map exports stays here
     watched = []
     monkeypatch.setattr(post_import, "when_imported", lambda name, callback: watched.append(name))

@@ -4,15 +4,14 @@ import json
 import os
 
 import pytest
-
 import sglang_cpu
 
 sglang_cpu.install_import_stubs()
 pytest.importorskip("sglang")
 
 from sglang_indexcache import MapError  # noqa: E402
-from sglang_indexcache.patches import REGISTRY  # noqa: E402
 from sglang_indexcache.names import ENV_MAP, ENV_PATTERN, ENV_SOURCE  # noqa: E402
+from sglang_indexcache.patches import REGISTRY  # noqa: E402
 from sglang_indexcache.patches.main.server_args import apply_server_args  # noqa: E402
 
 pytestmark = pytest.mark.sglang

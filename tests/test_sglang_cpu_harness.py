@@ -3,9 +3,8 @@
 import importlib
 
 import pytest
-import torch
-
 import sglang_cpu
+import torch
 
 sglang_cpu.install_import_stubs()
 pytest.importorskip("sglang")

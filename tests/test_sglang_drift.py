@@ -3,14 +3,13 @@
 import inspect
 import json
 import re
-import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
-
 import sglang_cpu
+import tomllib
+import torch
 
 sglang_cpu.install_import_stubs()
 pytest.importorskip("sglang")
@@ -19,9 +18,9 @@ from sglang_cpu import build_model, tiny_dsa_config  # noqa: E402
 from test_patches import batch, fake_layers, patched  # noqa: E402, F401 - fixture
 
 from sglang_indexcache.patches import targets  # noqa: E402
-from sglang_indexcache.patches.table import check_worker_targets  # noqa: E402
 from sglang_indexcache.patches.arguments import Argument  # noqa: E402
 from sglang_indexcache.patches.main.server_args import resolve_in_main_process  # noqa: E402
+from sglang_indexcache.patches.table import check_worker_targets  # noqa: E402
 from sglang_indexcache.patches.targets import (  # noqa: E402
     ATTENTION_CLASS,
     ATTRIBUTES,

@@ -2,7 +2,6 @@
 
 
 import pytest
-
 import sglang_cpu
 
 sglang_cpu.install_import_stubs()
@@ -10,8 +9,8 @@ pytest.importorskip("sglang")
 
 from sglang_cpu import build_decoder_layers, build_model, tiny_dsa_config  # noqa: E402
 
-from sglang_indexcache.patches import apply_model_patches, revert  # noqa: E402
 from sglang_indexcache.names import ENV_PATTERN  # noqa: E402
+from sglang_indexcache.patches import apply_model_patches, revert  # noqa: E402
 from sglang_indexcache.patches.worker.shared_indexer_weights import WEIGHT_MODULES  # noqa: E402
 
 pytestmark = pytest.mark.sglang
@@ -63,13 +62,13 @@ def test_loader_gets_exactly_the_indexer_tensors_the_model_has(patched, monkeypa
     cfg = tiny_dsa_config()
     model = build_model(cfg)
     names = checkpoint_names(cfg)
-    model.load_weights(((n, None) for n in names))
+    model.load_weights((n, None) for n in names)
     got = received[False]
     assert {n for n in got if ".indexer." in n} == indexer_params(model)
     assert [n for n in names if ".indexer." not in n] == [n for n in got if ".indexer." not in n]
     # A checkpoint that ships no indexer weights for Shared layers (GLM-5.2 style) gives the loader the same.
     glm52_style = [n for n in names if not (".indexer." in n and PATTERN[int(n.split(".")[2])] == "S")]
-    model.load_weights(((n, None) for n in glm52_style))
+    model.load_weights((n, None) for n in glm52_style)
     assert received[False] == got
     # The draft model's loading keeps everything.
     model.load_weights(((n, None) for n in names), is_nextn=True)

@@ -5,9 +5,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_autoload import CHECK_PATCHED, installed, run, site_dir  # noqa: F401 - fixtures
 
 from sglang_indexcache.bench.startup import compare, modules_after_startup, site_pair
-from test_autoload import CHECK_PATCHED, installed, run, site_dir  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,9 +33,14 @@ def test_arms_from_a_source_checkout_as_working_directory(site_dir):  # noqa: F8
     """``python -m`` puts the working directory first on sys.path; a source tree there has no patches subpackage
     under sglang_indexcache/, so the hook must import the installed package."""
     pytest.importorskip("sglang")
-    out = subprocess.run([sys.executable, "-c", "import sglang.srt.models.deepseek_v2; " + CHECK_PATCHED],
-                         capture_output=True, text=True, cwd=ROOT, timeout=300,
-                         env={**_clean_env(), "PYTHONPATH": str(site_dir), "SGLANG_INDEXCACHE_MAP": "glm-5/searched-1of4"})
+    out = subprocess.run(
+        [sys.executable, "-c", "import sglang.srt.models.deepseek_v2; " + CHECK_PATCHED],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={**_clean_env(), "PYTHONPATH": str(site_dir), "SGLANG_INDEXCACHE_MAP": "glm-5/searched-1of4"},
+    )
     assert out.stdout.strip().endswith("PATCHED"), out.stderr[-2000:]
 
 

@@ -3,7 +3,6 @@
 from types import SimpleNamespace
 
 import pytest
-
 import sglang_cpu
 
 sglang_cpu.install_import_stubs()

@@ -3,6 +3,7 @@
 from types import SimpleNamespace
 
 import pytest
+from sglang_cpu import tiny_dsa_config
 
 from sglang_indexcache import LayerMap
 from sglang_indexcache.errors import MapError
@@ -14,7 +15,6 @@ from sglang_indexcache.switching import (
     switch_request,
     switch_timeout,
 )
-from sglang_cpu import tiny_dsa_config
 
 CONFIG = tiny_dsa_config(num_layers=8)
 
@@ -84,7 +84,9 @@ def test_settings_that_cannot_switch():
 
 
 def test_map_files_only_from_the_map_dir(tmp_path, write_map):
-    inside = write_map("model: {architectures: [DeepseekV3ForCausalLM]}\nmap: {freq: 2}\nprovenance: {method: uniform}\n")
+    inside = write_map(
+        "model: {architectures: [DeepseekV3ForCausalLM]}\nmap: {freq: 2}\nprovenance: {method: uniform}\n"
+    )
     maps = inside.parent
     assert allowed_map_file("glm-5/searched-1of4", None) == "glm-5/searched-1of4"  # shipped names always
     assert allowed_map_file("glm-5/searched-1of4.yaml", str(maps)) == "glm-5/searched-1of4"

@@ -24,7 +24,9 @@ def test_eval_rejects_a_bad_pattern():
 def test_eval_reads_a_yaml_map_for_the_model(write_map):
     from sglang_indexcache.testbed.cli import parse_patterns
 
-    path = write_map("model:\n  architectures: [LlamaForCausalLM]\nmap:\n  freq: 2\n  offset: 1\nprovenance:\n  method: uniform\n")
+    path = write_map(
+        "model:\n  architectures: [LlamaForCausalLM]\nmap:\n  freq: 2\n  offset: 1\nprovenance:\n  method: uniform\n"
+    )
     assert list(parse_patterns(["x=FSSS"], [str(path)], 4).values()) == ["FSSS", "FSFS"]
 
 

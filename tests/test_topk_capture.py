@@ -3,9 +3,8 @@
 from types import SimpleNamespace
 
 import pytest
-import torch
-
 import sglang_cpu
+import torch
 
 sglang_cpu.install_import_stubs()
 pytest.importorskip("sglang")
@@ -14,9 +13,14 @@ from sglang_cpu import build_decoder_layers, tiny_dsa_config  # noqa: E402
 
 from sglang_indexcache.analysis.capture_files import read_capture  # noqa: E402
 from sglang_indexcache.names import CAPTURE_RID_PREFIX as RID_PREFIX  # noqa: E402
-from sglang_indexcache.names import ENV_CAPTURE_DIR, ENV_CAPTURE_MAX_BYTES, ENV_CAPTURE_MAX_TOKENS  # noqa: E402
+from sglang_indexcache.names import (  # noqa: E402  # noqa: E402
+    ENV_CAPTURE_DIR,
+    ENV_CAPTURE_MAX_BYTES,
+    ENV_CAPTURE_MAX_TOKENS,
+    ENV_PATTERN,
+    ENV_SOURCE,
+)
 from sglang_indexcache.patches import REGISTRY, apply_model_patches, revert  # noqa: E402
-from sglang_indexcache.names import ENV_PATTERN, ENV_SOURCE  # noqa: E402
 
 pytestmark = pytest.mark.sglang
 K = 4

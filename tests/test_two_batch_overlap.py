@@ -15,9 +15,8 @@ prev_topk_indices is None`` gate around ``self.indexer(...)``; forward_absorb_co
 from types import MethodType, SimpleNamespace
 
 import pytest
-import torch
-
 import sglang_cpu
+import torch
 
 sglang_cpu.install_import_stubs()
 pytest.importorskip("sglang")
@@ -25,8 +24,8 @@ pytest.importorskip("sglang")
 from sglang_cpu import build_decoder_layers, tiny_dsa_config  # noqa: E402
 
 from sglang_indexcache import LayerMap  # noqa: E402
-from sglang_indexcache.patches import apply_model_patches, revert  # noqa: E402
 from sglang_indexcache.names import ENV_PATTERN  # noqa: E402
+from sglang_indexcache.patches import apply_model_patches, revert  # noqa: E402
 
 pytestmark = pytest.mark.sglang
 PATTERN = "FSSSFSSF"

@@ -24,8 +24,12 @@ MAP_CASES = [
     ("empty-file", "", "(top level)", "not a mapping"),
     ("unknown-top-key", yaml_map("{pattern: FFSS}", extra="colour: blue\n"), "colour", "unknown key"),
     ("unknown-map-key", yaml_map("{pattern: FFSS, every: 2}"), "map.every", "unknown key"),
-    ("unknown-model-key", yaml_map("{pattern: FFSS}", model="{architectures: [X], layers: 4}"), "model.layers",
-     "unknown key"),
+    (
+        "unknown-model-key",
+        yaml_map("{pattern: FFSS}", model="{architectures: [X], layers: 4}"),
+        "model.layers",
+        "unknown key",
+    ),
     ("missing-section", "model: {architectures: [X]}\nmap: {freq: 2}\n", "provenance", "missing"),
     ("several-rules", yaml_map("{pattern: FFSS, freq: 2}"), "map", "several schedules given (pattern, freq)"),
     ("no-rule", yaml_map("{}"), "map", "no schedule given"),
@@ -40,13 +44,25 @@ MAP_CASES = [
     ("freq-negative", yaml_map("{freq: -4}"), "map.freq", "freq is -4"),
     ("freq-not-int", yaml_map("{freq: four}"), "map.freq", "integer"),
     ("offset-zero", yaml_map("{freq: 4, offset: 0}"), "map.offset", "offset is 0"),
-    ("indexer-types-bad", yaml_map("{indexer_types: [full, full, sparse, shared]}"), "map.indexer_types",
-     "'sparse' at layer 2 is not full or shared"),
-    ("indexer-types-first-shared", yaml_map("{indexer_types: [shared, full, full, full]}"), "map.indexer_types",
-     "layer 0 is shared"),
+    (
+        "indexer-types-bad",
+        yaml_map("{indexer_types: [full, full, sparse, shared]}"),
+        "map.indexer_types",
+        "'sparse' at layer 2 is not full or shared",
+    ),
+    (
+        "indexer-types-first-shared",
+        yaml_map("{indexer_types: [shared, full, full, full]}"),
+        "map.indexer_types",
+        "layer 0 is shared",
+    ),
     ("indexer-types-length", yaml_map("{indexer_types: [full, shared]}"), "map.indexer_types", "2 layers given"),
-    ("bad-method", "model: {architectures: [X]}\nmap: {freq: 2}\nprovenance: {method: vibes}\n",
-     "provenance.method", "'vibes' is not allowed"),
+    (
+        "bad-method",
+        "model: {architectures: [X]}\nmap: {freq: 2}\nprovenance: {method: vibes}\n",
+        "provenance.method",
+        "'vibes' is not allowed",
+    ),
     # strict types: no silent coercion
     ("pattern-number", yaml_map("{pattern: 1111}"), "map.pattern", "expected a string, got a number"),
     ("pattern-list", yaml_map("{pattern: [F, S, S, S]}"), "map.pattern", "expected a string, got a list"),
@@ -56,32 +72,69 @@ MAP_CASES = [
     ("freq-list", yaml_map("{freq: [4]}"), "map.freq", "expected an integer, got a list"),
     ("offset-bool", yaml_map("{freq: 4, offset: true}"), "map.offset", "expected an integer, got a boolean"),
     ("indexer-types-scalar", yaml_map("{indexer_types: full}"), "map.indexer_types", "expected a list, got a string"),
-    ("architectures-scalar", yaml_map("{pattern: FFSS}", model="{architectures: GlmMoeDsaForCausalLM}"),
-     "model.architectures", "expected a list, got a string"),
-    ("architectures-number", yaml_map("{pattern: FFSS}", model="{architectures: [1]}"), "model.architectures.0",
-     "expected a string, got a number"),
-    ("num-layers-string", yaml_map("{pattern: FFSS}", model='{architectures: [X], num_layers: "4"}'),
-     "model.num_layers", "expected an integer, got a string"),
-    ("num-layers-huge", yaml_map("{freq: 4}", model="{architectures: [X], num_layers: 1000000000000}"),
-     "model.num_layers", "less than or equal to 100000"),
-    ("map-scalar", "model: {architectures: [X]}\nmap: FFSS\nprovenance: {method: uniform}\n", "map",
-     "expected a mapping (key: value), got a string"),
-    ("confirmed-string", yaml_map("{freq: 2}", extra="").replace("{method: uniform}", "{method: uniform, confirmed: 'no'}"),
-     "provenance.confirmed", "expected true or false, got a string"),
+    (
+        "architectures-scalar",
+        yaml_map("{pattern: FFSS}", model="{architectures: GlmMoeDsaForCausalLM}"),
+        "model.architectures",
+        "expected a list, got a string",
+    ),
+    (
+        "architectures-number",
+        yaml_map("{pattern: FFSS}", model="{architectures: [1]}"),
+        "model.architectures.0",
+        "expected a string, got a number",
+    ),
+    (
+        "num-layers-string",
+        yaml_map("{pattern: FFSS}", model='{architectures: [X], num_layers: "4"}'),
+        "model.num_layers",
+        "expected an integer, got a string",
+    ),
+    (
+        "num-layers-huge",
+        yaml_map("{freq: 4}", model="{architectures: [X], num_layers: 1000000000000}"),
+        "model.num_layers",
+        "less than or equal to 100000",
+    ),
+    (
+        "map-scalar",
+        "model: {architectures: [X]}\nmap: FFSS\nprovenance: {method: uniform}\n",
+        "map",
+        "expected a mapping (key: value), got a string",
+    ),
+    (
+        "confirmed-string",
+        yaml_map("{freq: 2}", extra="").replace("{method: uniform}", "{method: uniform, confirmed: 'no'}"),
+        "provenance.confirmed",
+        "expected true or false, got a string",
+    ),
     # nulls are not absent keys
     ("null-pattern", yaml_map("{pattern: null, freq: 2}"), "map.pattern", "is null"),
     ("null-offset", yaml_map("{freq: 2, offset: null}"), "map.offset", "is null"),
-    ("null-num-layers", yaml_map("{freq: 2}", model="{architectures: [X], num_layers: null}"), "model.num_layers",
-     "is null"),
+    (
+        "null-num-layers",
+        yaml_map("{freq: 2}", model="{architectures: [X], num_layers: null}"),
+        "model.num_layers",
+        "is null",
+    ),
     ("null-map", "model: {architectures: [X]}\nmap:\nprovenance: {method: uniform}\n", "map", "is null"),
     ("offset-alone", yaml_map("{offset: 3}"), "map", "offset without freq"),
     # YAML that is valid but not a map file
-    ("duplicate-top-key", yaml_map("{pattern: FFSS}", extra="map: {freq: 2}\n"), "(file)", "duplicate key 'map' (line 4)"),
+    (
+        "duplicate-top-key",
+        yaml_map("{pattern: FFSS}", extra="map: {freq: 2}\n"),
+        "(file)",
+        "duplicate key 'map' (line 4)",
+    ),
     ("duplicate-map-key", yaml_map("{freq: 2, freq: 4}"), "(file)", "duplicate key 'freq' (line 2)"),
     ("alias", yaml_map("&rule {pattern: FFSS}", extra="again: *rule\n"), "(file)", "aliases (*name) are not allowed"),
-    ("billion-laughs", "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(9)), "(file)",
-     "aliases (*name) are not allowed (line 2)"),
+    (
+        "billion-laughs",
+        "a: &a [x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(9)),
+        "(file)",
+        "aliases (*name) are not allowed (line 2)",
+    ),
     ("deep-nesting", "model: " + "[" * 20_000 + "]" * 20_000 + "\n", "(file)", "nested more than 32 levels deep"),
     ("deep-mapping", "model: " + "{a: " * 5_000 + "1" + "}" * 5_000 + "\n", "(file)", "nested more than 32 levels"),
 ]
@@ -116,16 +169,22 @@ def special_file(tmp_path, kind):
     return {"device": "/dev/zero", "directory": str(tmp_path)}[kind]
 
 
-@pytest.mark.parametrize("make, words", [
-    (lambda tmp: special_file(tmp, "fifo"), "not a regular file"),
-    (lambda tmp: special_file(tmp, "device"), "not a regular file"),
-    (lambda tmp: special_file(tmp, "directory"), "not a regular file"),
-    (lambda tmp: str(tmp / ("x" * 5000)), "characters long"),
-    (lambda tmp: str(tmp / ("x" * 300)), "cannot open it (File name too long)"),
-    (lambda tmp: str(tmp / "a\0b.yaml"), "path contains a NUL character"),
-    (lambda tmp: (tmp / "huge.yaml").write_text("notes: " + "x" * (2 << 20)) and str(tmp / "huge.yaml"),
-     "larger than 1048576 bytes"),
-], ids=["fifo", "device", "directory", "long-path", "long-name", "nul", "huge"])
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda tmp: special_file(tmp, "fifo"), "not a regular file"),
+        (lambda tmp: special_file(tmp, "device"), "not a regular file"),
+        (lambda tmp: special_file(tmp, "directory"), "not a regular file"),
+        (lambda tmp: str(tmp / ("x" * 5000)), "characters long"),
+        (lambda tmp: str(tmp / ("x" * 300)), "cannot open it (File name too long)"),
+        (lambda tmp: str(tmp / "a\0b.yaml"), "path contains a NUL character"),
+        (
+            lambda tmp: (tmp / "huge.yaml").write_text("notes: " + "x" * (2 << 20)) and str(tmp / "huge.yaml"),
+            "larger than 1048576 bytes",
+        ),
+    ],
+    ids=["fifo", "device", "directory", "long-path", "long-name", "nul", "huge"],
+)
 def test_files_that_are_not_maps_fail_cleanly(tmp_path, make, words):
     path = make(tmp_path)
     with pytest.raises(MapError) as e:
@@ -163,8 +222,13 @@ def model_config(tmp_path, **changes):
 
 
 MODEL_CASES = [
-    ("other-architecture", {"architectures": ["DeepseekV3ForCausalLM"]}, "map", "model.architectures",
-     "map is for GlmMoeDsaForCausalLM but"),
+    (
+        "other-architecture",
+        {"architectures": ["DeepseekV3ForCausalLM"]},
+        "map",
+        "model.architectures",
+        "map is for GlmMoeDsaForCausalLM but",
+    ),
     ("other-layer-count", {"num_hidden_layers": 6}, "map", "model.num_layers", "map has 4 layers but the model has 6"),
     ("not-dsa", {"index_topk": None}, "model", "index_topk", "not a DeepSeek Sparse Attention"),
     ("no-layer-count", {"num_hidden_layers": None}, "model", "num_hidden_layers", "missing"),
@@ -206,8 +270,9 @@ def test_bad_model_config_file(tmp_path, content, words):
 
 
 def run_cli(*args, timeout=None):
-    return subprocess.run([sys.executable, "-m", "sglang_indexcache", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sglang_indexcache", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.parametrize("text, key, words", [c[1:] for c in MAP_CASES], ids=[c[0] for c in MAP_CASES])
@@ -232,8 +297,7 @@ def test_cli_validate_against_model(write_map, tmp_path, changes, blamed, key, w
 
 
 def test_cli_validate_ok_and_show(tmp_path):
-    ok = run_cli("validate", "glm-5/searched-1of4", "--model-config",
-                 str(model_config(tmp_path, num_hidden_layers=78)))
+    ok = run_cli("validate", "glm-5/searched-1of4", "--model-config", str(model_config(tmp_path, num_hidden_layers=78)))
     assert ok.returncode == 0 and ok.stdout.startswith("ok: glm-5/searched-1of4 fits")
     shown = run_cli("show", "deepseek-v3.2/uniform-1of4")
     assert shown.returncode == 0
@@ -308,14 +372,17 @@ def test_cli_switch_checks_before_sending():
     assert result.exit_code == 2 and "given together" in result.stderr
 
 
-@pytest.mark.parametrize("text, words", [
-    ("[1, 2]", "not a JSON object but a list"),
-    ('"FSSS"', "not a JSON object but a string"),
-    ("null", "not a JSON object but null"),
-    ('{"index_topk_freq": 4, "index_topk_freq": 2}', "duplicate key 'index_topk_freq'"),
-    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
-    ("{not json", "invalid JSON"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[1, 2]", "not a JSON object but a list"),
+        ('"FSSS"', "not a JSON object but a string"),
+        ("null", "not a JSON object but null"),
+        ('{"index_topk_freq": 4, "index_topk_freq": 2}', "duplicate key 'index_topk_freq'"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("{not json", "invalid JSON"),
+    ],
+)
 def test_json_requests_fail_cleanly(text, words):
     from sglang_indexcache.safe_input import load_json_object
 

@@ -41,8 +41,14 @@ def test_non_finite_logprobs_differ():
 
 def _suite(lp, ids):
     solo = {f"p{i}-len{n}-new24": run(list(lp), list(ids)) for i, n in enumerate([97, 1500, 9000, 17000])}
-    return {"solo": solo, "repeats": {k: run(list(lp), list(ids)) for k in solo}, "prefix_hit": run(lp, ids), "prefix_cold": run(lp, ids),
-            "burst_solo": [[1]] * 16, "burst_concurrent": [[1]] * 16}
+    return {
+        "solo": solo,
+        "repeats": {k: run(list(lp), list(ids)) for k in solo},
+        "prefix_hit": run(lp, ids),
+        "prefix_cold": run(lp, ids),
+        "burst_solo": [[1]] * 16,
+        "burst_concurrent": [[1]] * 16,
+    }
 
 
 def test_verify_report_uses_each_groups_floor():
@@ -52,9 +58,12 @@ def test_verify_report_uses_each_groups_floor():
     results = {
         "stock": {k: v for k, v in _suite(base, [1, 2]).items() if not k.startswith("burst")},  # --quick
         "stock-again": _suite([-1.01] * 50, [1, 2]),
-        "ours-allF": _suite([-1.005] * 50, [1, 2]), "ours-1of4": _suite([-1.2] * 50, [1, 3]),
-        "sched-explicit": _suite(base, [1, 2]), "sched-explicit-again": _suite([-1.001] * 50, [1, 2]),
-        "sched-auto": _suite([-1.0005] * 50, [1, 2]), "sched-stock": _suite([-1.5] * 50, [7, 7]),
+        "ours-allF": _suite([-1.005] * 50, [1, 2]),
+        "ours-1of4": _suite([-1.2] * 50, [1, 3]),
+        "sched-explicit": _suite(base, [1, 2]),
+        "sched-explicit-again": _suite([-1.001] * 50, [1, 2]),
+        "sched-auto": _suite([-1.0005] * 50, [1, 2]),
+        "sched-stock": _suite([-1.5] * 50, [7, 7]),
     }
     raw = {"results": results, "timings": {}, "patterns": {"quarter": ""}, "prefill_len": 0}
     rows = {r["check"]: r for r in verify.report(raw)}

@@ -1,6 +1,7 @@
 """``GET /indexcache`` (HTTP server): every data-parallel rank's IndexCache state, as the schedulers report it
-(``worker/scheduler_status.py``), and which optional features this server runs. An admin endpoint: refused unless the server was started with
-``--admin-api-key`` and the request carries it (checked by the endpoint itself, ``admin_auth``).
+(``worker/scheduler_status.py``), and which optional features this server runs. An admin endpoint: refused unless
+the server was started with ``--admin-api-key`` and the request carries it (checked by the endpoint itself,
+``admin_auth``).
 """
 
 from __future__ import annotations

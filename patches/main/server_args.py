@@ -26,9 +26,9 @@ from sglang_indexcache.request import checkpoint_schedule, resolve_request
 from sglang_indexcache.safe_input import load_json_object
 from sglang_indexcache.switching import check_map_dir, switch_timeout
 
+from ..autoload import check_allowlist
 from ..process_map import export
 from ..registry import PatchRegistry
-from ..autoload import check_allowlist
 from ..table import check_worker_targets, warn_unavailable
 from ..targets import GET_CONFIG, SERVER_ARGS_CLASS, SERVER_ARGS_RESOLUTION, IncompatibleSGLang
 

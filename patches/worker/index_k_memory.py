@@ -26,7 +26,9 @@ from ..process_map import plan_for
 from ..registry import PatchRegistry
 from ..targets import KV_MIXIN_CLASS, NSA_POOL_CLASS, NSA_POOL_INIT
 
-_SHARED_LAYERS: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("indexcache_shared", default=frozenset())
+_SHARED_LAYERS: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
+    "indexcache_shared", default=frozenset()
+)
 
 
 def shared_local_layers(runner) -> frozenset[int]:
@@ -95,8 +97,10 @@ def _may_drop_buffers(runner) -> bool:
     if os.environ.get(ENV_KEEP_INDEX_CACHE):
         return False
     server_args = getattr(runner, "server_args", None)
-    return not (getattr(server_args, "enable_hierarchical_cache", False)
-                or getattr(server_args, "disaggregation_mode", "null") != "null")
+    return not (
+        getattr(server_args, "enable_hierarchical_cache", False)
+        or getattr(server_args, "disaggregation_mode", "null") != "null"
+    )
 
 
 def _builds_plain_nsa_pool(runner) -> bool:
@@ -111,7 +115,8 @@ def _grow_full_layers(pool, shared: frozenset[int], tokens: int) -> None:
     custom = getattr(pool, "custom_mem_pool", None)
     with torch.cuda.use_mem_pool(custom) if custom else nullcontext():
         pool.index_k_with_scale_buffer = [
-            one_page if pool.start_layer + i in shared
+            one_page
+            if pool.start_layer + i in shared
             else torch.zeros((pages, one_page.shape[1]), dtype=one_page.dtype, device=one_page.device)
             for i in range(pool.layer_num)
         ]

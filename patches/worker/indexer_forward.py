@@ -3,7 +3,8 @@
 The top-k of the latest Full layer is kept on the ``ForwardBatch`` being run: two-batch-overlap
 micro-batches and draft models have their own, so they never see each other's indices; CUDA-graph
 capture records the Full layer's output tensor flowing into the Shared layers; and the model forward
-clears it on entry (``model_forward_reset`` in ``model_checks``), so a new forward cannot read the previous one's indices.
+clears it on entry (``model_forward_reset`` in ``model_checks``), so a new forward cannot read the previous
+one's indices.
 It is the same tensor the indexer already allocated, so this costs no memory.
 """
 
@@ -40,8 +41,12 @@ def apply_indexer_forward(registry: PatchRegistry) -> None:
     implementation = INDEXER_FORWARD_CUDA.resolve()
     batch_arg = Argument(implementation, "forward_batch", INDEXER_FORWARD_CUDA.dotted)
     indices_arg = Argument(implementation, "return_indices", INDEXER_FORWARD_CUDA.dotted)
-    registry.wrap(INDEXER_CLASS.resolve(), "forward", lambda original: _cache_aware_forward(
-        original, batch_arg, indices_arg), patch="indexer_forward")
+    registry.wrap(
+        INDEXER_CLASS.resolve(),
+        "forward",
+        lambda original: _cache_aware_forward(original, batch_arg, indices_arg),
+        patch="indexer_forward",
+    )
 
 
 def _cache_aware_forward(original, batch_arg: Argument, indices_arg: Argument):
@@ -64,8 +69,10 @@ def _cache_aware_forward(original, batch_arg: Argument, indices_arg: Argument):
         stored = getattr(forward_batch, SLOT, None)
         if stored is None or stored[0] != role.source:
             found = "nothing" if stored is None else f"layer {stored[0]}'s"
-            raise StaleIndices(f"IndexCache: Shared layer {role.layer} needs layer {role.source}'s top-k in this "
-                               f"forward batch but found {found}")
+            raise StaleIndices(
+                f"IndexCache: Shared layer {role.layer} needs layer {role.source}'s top-k in this "
+                f"forward batch but found {found}"
+            )
         COUNTERS.record(role.layer, ran=False)
         return stored[1] if indices_arg.get(args, kwargs) else None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,15 +18,15 @@ def analyze(
     data: Annotated[Path, typer.Option(
         help="prompts: .txt, .npy token ids, or JSON lines of {\"input_ids\": [...]} or {\"text\": ...}")],
     out: Annotated[Path, typer.Option(help="directory for overlap.json and heatmap.png")],
-    model: Annotated[Optional[str], typer.Option(
+    model: Annotated[str | None, typer.Option(
         help="in-process: 'testbed', 'testbed:INDEXERS.safetensors', a GlmMoeDsa checkpoint dir, "
              "'module:factory'")] = None,
-    url: Annotated[Optional[str], typer.Option(help="a server started with SGLANG_INDEXCACHE_CAPTURE_DIR")] = None,
-    capture_dir: Annotated[Optional[Path], typer.Option(help="with --url: the server's capture directory")] = None,
+    url: Annotated[str | None, typer.Option(help="a server started with SGLANG_INDEXCACHE_CAPTURE_DIR")] = None,
+    capture_dir: Annotated[Path | None, typer.Option(help="with --url: the server's capture directory")] = None,
     api_key: Annotated[str, typer.Option(help="with --url: the server's --api-key", envvar="SGLANG_API_KEY")] = "",
-    map_: Annotated[Optional[str], typer.Option("--map", help="mark this map's Full layers and Shared sources")] = None,
-    seq_len: Annotated[Optional[int], typer.Option(min=2, help="cut the data into windows of this many tokens")] = None,
-    max_sequences: Annotated[Optional[int], typer.Option(min=1, help="analyse at most this many sequences")] = None,
+    map_: Annotated[str | None, typer.Option("--map", help="mark this map's Full layers and Shared sources")] = None,
+    seq_len: Annotated[int | None, typer.Option(min=2, help="cut the data into windows of this many tokens")] = None,
+    max_sequences: Annotated[int | None, typer.Option(min=1, help="analyse at most this many sequences")] = None,
     device: Annotated[str, typer.Option(help="in-process: where the model runs (cpu, cuda)")] = "auto",
     backend: Annotated[str, typer.Option(help="overlap reduction: auto, triton, torch")] = "auto",
     block_threshold: Annotated[float, typer.Option(help="adjacent overlap that keeps layers in one block")] = 0.7,

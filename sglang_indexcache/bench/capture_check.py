@@ -23,12 +23,12 @@ import numpy as np
 import requests
 import torch
 
-from ..analysis.compare import labels_are_positions, overlap_distance, set_agreement
 from ..analysis.capture_files import request_dir
-from ..names import ENV_CAPTURE_DIR
+from ..analysis.compare import labels_are_positions, overlap_distance, set_agreement
 from ..analysis.runs import capture_from_server
 from ..kernels.naive import topk_overlap_naive
 from ..kernels.topk_overlap import topk_overlap
+from ..names import ENV_CAPTURE_DIR
 from . import results
 from .client import random_prompt
 from .server import Server, map_file, num_layers
@@ -65,47 +65,92 @@ def run(args: Options) -> None:
     kit = os.environ.get("GPUKIT_SGLANG_ARGS", "").split()
     server_args = [*kit, "--skip-tokenizer-init", "--disable-radix-cache", "--disable-cuda-graph",
                    "--chunked-prefill-size", "4096", "--mem-fraction-static", "0.5", "--context-length", "16384"]
-    env = {"SGLANG_INDEXCACHE_MAP": map_file(tmp, "allF", "F" * layers, architectures(args.model)), ENV_CAPTURE_DIR: str(captures_dir)}
+    env = {
+        "SGLANG_INDEXCACHE_MAP": map_file(tmp, "allF", "F" * layers, architectures(args.model)),
+        ENV_CAPTURE_DIR: str(captures_dir),
+    }
     out: dict = {"model": args.model, "prompts": args.prompts, "prompt_len": args.prompt_len, "layers": layers}
     with Server("capture", args.model, args.port, server_args, env=env, logdir=args.out) as server:
         first = capture_from_server(server.url, records, captures_dir, progress=False)
         second = capture_from_server(server.url, records, captures_dir, progress=False)
-        plain = requests.post(f"{server.url}/generate", json={**records[0], "rid": "plain-request",
-                                                              "sampling_params": {"max_new_tokens": 1}}, timeout=300)
+        plain = requests.post(
+            f"{server.url}/generate",
+            json={**records[0], "rid": "plain-request", "sampling_params": {"max_new_tokens": 1}},
+            timeout=300,
+        )
         out["unflagged_ok"] = plain.ok
         out["unflagged_wrote_nothing"] = not request_dir(captures_dir, "plain-request").exists()
-        cli = subprocess.run([sys.executable, "-m", "sglang_indexcache", "analyze", "--url", server.url,
-                              "--capture-dir", str(captures_dir), "--data", str(data), "--out",
-                              str(Path(args.out).resolve() / "analyze"), "--no-progress"], capture_output=True,
-                             text=True, cwd=tmp)  # the installed package, not a source tree in the working directory
+        cli = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sglang_indexcache",
+                "analyze",
+                "--url",
+                server.url,
+                "--capture-dir",
+                str(captures_dir),
+                "--data",
+                str(data),
+                "--out",
+                str(Path(args.out).resolve() / "analyze"),
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+        )  # the installed package, not a source tree in the working directory
         out["cli"] = {"exit": cli.returncode, "stdout": cli.stdout.splitlines(), "stderr": cli.stderr[-2000:]}
-    out["captures"] = [{"layers": c["layers"], "positions": int(c["positions"].numel()),
-                        "first_position": int(c["positions"][0]), "last_position": int(c["positions"][-1]),
-                        "truncated": c["truncated"], "shape": list(c["topk"].shape)} for c in first]
-    complete = all(c["layers"] == list(range(layers)) and c["positions"].tolist() == list(range(args.prompt_len))
-                   for c in first + second)
+    out["captures"] = [
+        {
+            "layers": c["layers"],
+            "positions": int(c["positions"].numel()),
+            "first_position": int(c["positions"][0]),
+            "last_position": int(c["positions"][-1]),
+            "truncated": c["truncated"],
+            "shape": list(c["topk"].shape),
+        }
+        for c in first
+    ]
+    complete = all(
+        c["layers"] == list(range(layers)) and c["positions"].tolist() == list(range(args.prompt_len))
+        for c in first + second
+    )
     out["complete"] = complete
     exact, floor, other_prompt, matrix_diff = [], [], [], []
-    reduced = [(topk_overlap(a["topk"].cuda(), a["num_tokens"]), topk_overlap(b["topk"].cuda(), b["num_tokens"]))
-               for a, b in zip(first, second)]
+    reduced = [
+        (topk_overlap(a["topk"].cuda(), a["num_tokens"]), topk_overlap(b["topk"].cuda(), b["num_tokens"]))
+        for a, b in zip(first, second)
+    ]
     for i, a in enumerate(first):
         topk = a["topk"].cuda()
         got, want = reduced[i][0], topk_overlap_naive(topk, a["num_tokens"])
-        exact.append(bool(torch.equal(got.sizes, want.sizes) and torch.equal(got.pair_count, want.pair_count)
-                          and torch.allclose(got.ratio_sum, want.ratio_sum, rtol=0, atol=1e-6)))
+        exact.append(
+            bool(
+                torch.equal(got.sizes, want.sizes)
+                and torch.equal(got.pair_count, want.pair_count)
+                and torch.allclose(got.ratio_sum, want.ratio_sum, rtol=0, atol=1e-6)
+            )
+        )
         matrix_diff.append(float((got.mean() - reduced[i][1].mean()).abs().nan_to_num(0).max()))
         floor.append(adjacent_diff(got, reduced[i][1]))
         other_prompt.append(adjacent_diff(got, reduced[(i + 1) % len(first)][1]))
-    out.update(kernel_equals_reference=exact, max_matrix_diff_same_prompt=matrix_diff,
-               adjacent_diff_same_prompt=floor, adjacent_diff_other_prompt=other_prompt)
+    out.update(
+        kernel_equals_reference=exact,
+        max_matrix_diff_same_prompt=matrix_diff,
+        adjacent_diff_same_prompt=floor,
+        adjacent_diff_other_prompt=other_prompt,
+    )
     if args.inprocess:
         out["inprocess"] = compare_inprocess(args.model, records, first, reduced, floor)
     if (args.out / "analyze" / "overlap.json").exists():
         out["analysis_summary"] = results.read(args.out / "analyze" / "overlap.json")["summary"]
     results.write(args.out / "capture_check.json", WHAT, args, out)
     print("| check | result |\n|---|---|")
-    print(f"| flagged captures complete ({args.prompts} prompts x 2, {layers} layers x {args.prompt_len} positions, "
-          f"chunked prefill 4096) | {complete} |")
+    print(
+        f"| flagged captures complete ({args.prompts} prompts x 2, {layers} layers x {args.prompt_len} positions, "
+        f"chunked prefill 4096) | {complete} |"
+    )
     print(f"| unflagged request served / wrote nothing | {out['unflagged_ok']} / {out['unflagged_wrote_nothing']} |")
     print(f"| Triton kernel == torch reference on the captures | {exact} |")
     print(f"| overlap matrix, same prompt captured twice: max abs diff | {[round(x, 4) for x in matrix_diff]} |")

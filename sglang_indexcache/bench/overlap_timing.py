@@ -11,6 +11,7 @@ kernel alone then runs every position. ``scripts/bench_overlap.py`` is its comma
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +105,7 @@ def bench_layers(layers: int, args, sms: int, configs: list[tuple[int, int, int]
     run = kernel_call(deep, total, best["block"], best["warps"], best["programs_per_sm"] * sms)
     kernel_s, got = timed(run, 3)
     topk_overlap_naive(deep[:, :2], total)  # warm-up
-    ref_s, want = timed(lambda: topk_overlap_naive(deep, total, chunk=args.ref_chunk))
+    ref_s, want = timed(functools.partial(topk_overlap_naive, deep, total, chunk=args.ref_chunk))
     equal = same(got, want)
     del deep
     # Every position, a chunk at a time; only the overlap calls are timed. If the side-by-side timing says that
@@ -113,7 +114,7 @@ def bench_layers(layers: int, args, sms: int, configs: list[tuple[int, int, int]
     run_s, gen_s, sums = 0.0, 0.0, None
     for start in range(total - run_positions, total, args.chunk):
         count = min(args.chunk, total - start)
-        g, topk = timed(lambda: generate(start, count, layers, k))
+        g, topk = timed(functools.partial(generate, start, count, layers, k))
         s, part = timed(kernel_call(topk, total, best["block"], best["warps"], best["programs_per_sm"] * sms))
         gen_s, run_s = gen_s + g, run_s + s
         sums = part.ratio_sum[0] if sums is None else sums + part.ratio_sum[0]
@@ -151,8 +152,10 @@ def run(args: Options) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         s, a, b = r["side_by_side"], r["all_positions"], r["best"]
-        print(f"| {r['layers']} | {s['positions']} of {r['positions']} | {s['reference_s']:.3f} s | "
-              f"{s['kernel_s']:.4f} s | {s['ratio']:.1f}x | {s['equal']} | {a['kernel_s']:.2f} s "
-              f"({a['positions_run']} x {r['k']}, {r['input_gb_int32'] * a['positions_run'] / r['positions']:.0f} GB) | "
-              f"{a['reference_s_extrapolated']:.0f} s | "
-              f"block {b['block']}, {b['warps']} warps, {b['programs_per_sm']}/SM |")
+        print(
+            f"| {r['layers']} | {s['positions']} of {r['positions']} | {s['reference_s']:.3f} s | "
+            f"{s['kernel_s']:.4f} s | {s['ratio']:.1f}x | {s['equal']} | {a['kernel_s']:.2f} s "
+            f"({a['positions_run']} x {r['k']}, {r['input_gb_int32'] * a['positions_run'] / r['positions']:.0f} GB) | "
+            f"{a['reference_s_extrapolated']:.0f} s | "
+            f"block {b['block']}, {b['warps']} warps, {b['programs_per_sm']}/SM |"
+        )

@@ -83,12 +83,20 @@ def print_table(results: dict, speedups: dict) -> None:
     names = list(results)
     lengths = list(results[names[0]]["prefill_s"])
     decode = list(results[names[0]]["decode_tok_s"])
-    header = ["map"] + [f"prefill {int(n)//1024}K s" for n in lengths] + [f"decode@{int(n)//1024}K tok/s" for n in decode]
+    header = (
+        ["map"]
+        + [f"prefill {int(n) // 1024}K s" for n in lengths]
+        + [f"decode@{int(n) // 1024}K tok/s" for n in decode]
+    )
     print(" | ".join(f"{h:>20s}" for h in header))
     for name in names:
         cells = [name]
-        cells += [f"{results[name]['prefill_s'][n]['median']:.3f} ({speedups[name]['prefill'][n]:.2f}x)" for n in lengths]
-        cells += [f"{results[name]['decode_tok_s'][n]['median']:.1f} ({speedups[name]['decode'][n]:.2f}x)" for n in decode]
+        cells += [
+            f"{results[name]['prefill_s'][n]['median']:.3f} ({speedups[name]['prefill'][n]:.2f}x)" for n in lengths
+        ]
+        cells += [
+            f"{results[name]['decode_tok_s'][n]['median']:.1f} ({speedups[name]['decode'][n]:.2f}x)" for n in decode
+        ]
         print(" | ".join(f"{c:>20s}" for c in cells))
 
 
@@ -125,8 +133,9 @@ def run(args: Options) -> dict:
     measured = {}
     if args.url:
         url = require_loopback(args.url)
-        measured["server"] = asyncio.run(measure(url, args.lengths, args.decode_lengths, args.decode_tokens,
-                                                args.repeats, args.seed))
+        measured["server"] = asyncio.run(
+            measure(url, args.lengths, args.decode_lengths, args.decode_tokens, args.repeats, args.seed)
+        )
     else:
         if not args.model or not args.map:
             raise SystemExit("error: give --model and at least one --map, or --url")
@@ -134,11 +143,17 @@ def run(args: Options) -> dict:
         for spec in args.map:
             name, _, map_ = spec.partition("=")
             with Server(name, args.model, args.port, launch, env=server_env(map_), logdir=args.out) as server:
-                measured[name] = asyncio.run(measure(server.url, args.lengths, args.decode_lengths,
-                                                    args.decode_tokens, args.repeats, args.seed))
+                measured[name] = asyncio.run(
+                    measure(server.url, args.lengths, args.decode_lengths, args.decode_tokens, args.repeats, args.seed)
+                )
     speedups = ratios(measured, next(iter(measured)))
-    report = {"results": measured, "speedup_vs_baseline": speedups, "baseline": next(iter(measured)),
-              "maps": args.map, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    report = {
+        "results": measured,
+        "speedup_vs_baseline": speedups,
+        "baseline": next(iter(measured)),
+        "maps": args.map,
+        "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
     results.write(args.out / "bench.json", WHAT, args, report)
     plot(measured, speedups, args.out / "bench.png")
     print_table(measured, speedups)

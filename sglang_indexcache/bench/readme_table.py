@@ -36,8 +36,7 @@ from .bound import amdahl_bound, indexer_share, load_trace
 from .client import random_prompt
 from .load import Options as LoadOptions
 from .load import run as run_load
-from .patterns import RATIO_MAPS
-from .patterns import ratio_maps
+from .patterns import RATIO_MAPS, ratio_maps
 from .prefill_decode import measure, plot, print_table, ratios
 from .random_checkpoint import write_tokenizer
 from .server import Server, map_file
@@ -247,9 +246,12 @@ def run(args: Options) -> dict:
               f"{f(r['bound'], '7.3f'):>7s} {f(r['of_bound'], '9.3f'):>9s}")
     if full_kv_speedup is not None:
         st, q = report["full_kv"]["stock"], report["full_kv"]["1of4"]
-        print(f"full KV at {args.full_kv_len} ({st['requests']} requests): median ITL stock {1e3 * itl_p50(load['stock']):.2f}"
-              f" ms, 1/4 {1e3 * itl_p50(load['1of4']):.2f} ms; output tok/s incl. prefill {st['output_tok_s']:.0f}"
-              f" vs {q['output_tok_s']:.0f}")
+        print(
+            f"full KV at {args.full_kv_len} ({st['requests']} requests): median ITL stock "
+            f"{1e3 * itl_p50(load['stock']):.2f} ms, 1/4 {1e3 * itl_p50(load['1of4']):.2f} ms; "
+            f"output tok/s incl. prefill {st['output_tok_s']:.0f}"
+            f" vs {q['output_tok_s']:.0f}"
+        )
     if report["bench_serving_1of4"]:
         print(f"sglang.bench_serving, 1/4, same full-KV configuration: {report['bench_serving_1of4']}")
     print(f"total {time.time() - started:.0f}s")

@@ -358,9 +358,11 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         agree, mean, x, peak = r.get("token_agreement"), r.get("mean_lp_diff"), r.get("x_floor"), r.get("max_lp_diff")
         extra = f"  speedup {r['speedup']:.2f}x" if "speedup" in r else ""
-        print(f"{r['check']:64s} {r['a']:20s} {str(r['b']):20s} {str(r.get('ids_equal', '')):6s} "
-              f"{_fmt(agree, '.0%'):>6s} {str(r.get('positions', '')):>9s} {_fmt(mean, '.4f'):>12s} {_fmt(x, '.2f'):>7s} "
-              f"{_fmt(peak, '.3f'):>6s}  {r.get('verdict', '')}{extra}")
+        print(
+            f"{r['check']:64s} {r['a']:20s} {str(r['b']):20s} {str(r.get('ids_equal', '')):6s} "
+            f"{_fmt(agree, '.0%'):>6s} {str(r.get('positions', '')):>9s} {_fmt(mean, '.4f'):>12s} {_fmt(x, '.2f'):>7s} "
+            f"{_fmt(peak, '.3f'):>6s}  {r.get('verdict', '')}{extra}"
+        )
 
 
 def _fmt(value, spec: str) -> str:

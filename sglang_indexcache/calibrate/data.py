@@ -86,7 +86,9 @@ def read_documents(path: Path) -> list[tuple[str, str | list[int]]]:
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
-        raise InputError(str(path), "(file)", f"cannot read it as text ({e})", "pass a UTF-8 .txt or .jsonl file") from None
+        raise InputError(
+            str(path), "(file)", f"cannot read it as text ({e})", "pass a UTF-8 .txt or .jsonl file"
+        ) from None
     if not text.strip():
         raise InputError(str(path), "(file)", "the file is empty", "give calibration text")
     if path.suffix != ".jsonl":
@@ -110,10 +112,16 @@ def _npy_ids(path: Path) -> list[int]:
     try:
         ids = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise InputError(str(path), "(file)", f"not a NumPy array file ({e})", "save token ids with numpy.save") from None
+        raise InputError(
+            str(path), "(file)", f"not a NumPy array file ({e})", "save token ids with numpy.save"
+        ) from None
     if ids.ndim != 1 or ids.dtype.kind not in "iu" or (ids.size and ids.min() < 0):
-        raise InputError(str(path), "(array)", f"a {ids.dtype} array of shape {ids.shape}",
-                         "give a 1-D array of non-negative integer token ids")
+        raise InputError(
+            str(path),
+            "(array)",
+            f"a {ids.dtype} array of shape {ids.shape}",
+            "give a 1-D array of non-negative integer token ids",
+        )
     if ids.size == 0:
         raise InputError(str(path), "(file)", "the array is empty", "give calibration tokens")
     return ids.tolist()
@@ -121,8 +129,12 @@ def _npy_ids(path: Path) -> list[int]:
 
 def _document(record: Any, where: str) -> str | list[int]:
     if not isinstance(record, dict) or not (TEXT in record or IDS in record):
-        raise InputError(where, "(line)", "no 'text' or 'input_ids' field",
-                         'write {"text": "..."} or {"input_ids": [1, 2, ...]} per line')
+        raise InputError(
+            where,
+            "(line)",
+            "no 'text' or 'input_ids' field",
+            'write {"text": "..."} or {"input_ids": [1, 2, ...]} per line',
+        )
     if IDS in record:
         ids = record[IDS]
         if not isinstance(ids, list) or not all(isinstance(t, int) and t >= 0 for t in ids):
@@ -137,20 +149,32 @@ def _dataset_documents(path: Path) -> list[tuple[str, str | list[int]]]:
     try:
         import datasets
     except ImportError:
-        raise InputError(str(path), "(directory)", "reading a dataset directory needs the datasets package",
-                         "pip install datasets, or pass a .txt or .jsonl file") from None
+        raise InputError(
+            str(path),
+            "(directory)",
+            "reading a dataset directory needs the datasets package",
+            "pip install datasets, or pass a .txt or .jsonl file",
+        ) from None
     try:
         data = datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as e:
-        raise InputError(str(path), "(directory)", f"not a dataset saved with save_to_disk ({e})",
-                         "pass a directory written by Dataset.save_to_disk, or a .txt or .jsonl file") from None
+        raise InputError(
+            str(path),
+            "(directory)",
+            f"not a dataset saved with save_to_disk ({e})",
+            "pass a directory written by Dataset.save_to_disk, or a .txt or .jsonl file",
+        ) from None
     if isinstance(data, datasets.DatasetDict):
         split = "train" if "train" in data else next(iter(data))
         data = data[split]
     column = IDS if IDS in data.column_names else TEXT
     if column not in data.column_names:
-        raise InputError(str(path), "(columns)", f"no 'text' or 'input_ids' column (has {data.column_names})",
-                         "save a dataset with a text or input_ids column")
+        raise InputError(
+            str(path),
+            "(columns)",
+            f"no 'text' or 'input_ids' column (has {data.column_names})",
+            "save a dataset with a text or input_ids column",
+        )
     return [(f"{path}[{i}]", _document({column: value}, f"{path}[{i}]")) for i, value in enumerate(data[column])]
 
 

@@ -215,14 +215,16 @@ def _cost_line(cost: dict) -> str:
     if "layer_forwards" in cost:
         return (f"cost: {cost['layer_forwards']:.0f} layer forwards over the calibration set, "
                 f"{100 * cost['fraction_of_naive']:.1f}% of the {cost['naive_layer_forwards']} a full forward per "
-                f"candidate takes ({cost['evaluations']} candidates, {cost['skipped_by_equal_topk']} decided by equal top-k)")
-    return (f"cost: {cost['server_evaluations']} server evaluations ({cost['evaluations']} candidates; a plain search "
-            f"to this depth scores {cost['plain_search_evaluations']}, the paper's full search "
-            f"{cost['paper_full_search_passes']}); server restarts survived: {cost['server_restarts']}")
+                f"candidate takes ({cost['evaluations']} candidates, {cost['skipped_by_equal_topk']} decided by "
+                "equal top-k)")
+    return (
+        f"cost: {cost['server_evaluations']} server evaluations ({cost['evaluations']} candidates; a plain search "
+        f"to this depth scores {cost['plain_search_evaluations']}, the paper's full search "
+        f"{cost['paper_full_search_passes']}); server restarts survived: {cost['server_restarts']}"
+    )
 
 
 def _progress(enabled: bool, total: int):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="calibrate", unit="map", disable=not enabled, file=sys.stderr,
-                dynamic_ncols=True)
+    return tqdm(total=total, desc="calibrate", unit="map", disable=not enabled, file=sys.stderr, dynamic_ncols=True)

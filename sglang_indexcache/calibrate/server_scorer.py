@@ -93,8 +93,12 @@ class ServerScorer:
                 break
             except (ConnectionError, OSError, AdminError) as e:
                 if isinstance(e, AdminError) and e.status != 0:
-                    raise InputError(self.url, "POST /indexcache/map", str(e),
-                                     "start the server with --disable-cuda-graph, without --pp-size, and all-F") from None
+                    raise InputError(
+                        self.url,
+                        "POST /indexcache/map",
+                        str(e),
+                        "start the server with --disable-cuda-graph, without --pp-size, and all-F",
+                    ) from None
                 self._wait_for_restart()
         self.evaluations += 1
         return loss
@@ -103,15 +107,25 @@ class ServerScorer:
         answer = switch_map(self.url, self.key, index_topk_pattern=pattern)
         served = {state["pattern"] for state in answer["dp_ranks"]}
         if served != {pattern}:
-            raise InputError(self.url, "POST /indexcache/map", f"asked for {pattern}, ranks serve {sorted(served)}",
-                             "serve without pipeline stages, whose first layers are forced Full")
+            raise InputError(
+                self.url,
+                "POST /indexcache/map",
+                f"asked for {pattern}, ranks serve {sorted(served)}",
+                "serve without pipeline stages, whose first layers are forced Full",
+            )
         self._post("/flush_cache", None)
         total, count = 0.0, 0
         for i in range(0, len(self.sequences), self.batch_size):
-            chunk = self.sequences[i:i + self.batch_size]
-            outputs = self._post("/generate", {
-                "input_ids": chunk, "return_logprob": True, "logprob_start_len": 0,
-                "sampling_params": {"max_new_tokens": 1, "temperature": 0.0}})
+            chunk = self.sequences[i : i + self.batch_size]
+            outputs = self._post(
+                "/generate",
+                {
+                    "input_ids": chunk,
+                    "return_logprob": True,
+                    "logprob_start_len": 0,
+                    "sampling_params": {"max_new_tokens": 1, "temperature": 0.0},
+                },
+            )
             for ids, output in zip(chunk, outputs if isinstance(outputs, list) else [outputs]):
                 entries = output["meta_info"]["input_token_logprobs"]
                 if len(entries) == len(ids) and entries[0][0] is None:
@@ -126,8 +140,12 @@ class ServerScorer:
     def _post(self, path: str, body: dict | None) -> Any:
         data = b"{}" if body is None else json.dumps(body).encode()
         # /flush_cache is an admin endpoint once the server has an admin key; /generate ignores the header.
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method="POST", headers={
-            "Content-Type": "application/json", "Authorization": f"Bearer {self.key}"})
+        request = urllib.request.Request(
+            f"{self.url}{path}",
+            data=data,
+            method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.key}"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 text = response.read()

@@ -139,7 +139,12 @@ def load_split(directory: Path, domain: str, split: str, verify: bool = True) ->
     try:
         record = manifest["domains"][domain]["splits"][split]
     except KeyError:
-        raise MapError(f"{directory}/manifest.json", f"domains.{domain}.splits.{split}", "no such split", "rebuild with scripts/testbed_data.py") from None
+        raise MapError(
+            f"{directory}/manifest.json",
+            f"domains.{domain}.splits.{split}",
+            "no such split",
+            "rebuild with scripts/testbed_data.py",
+        ) from None
     path = directory / record["file"]
     if not path.is_file():
         raise MapError(str(path), record["file"], "missing", "rebuild with scripts/testbed_data.py")

@@ -42,7 +42,9 @@ def configured(model: RetrofitDSA, variant: Variant, seed: int = 0) -> Iterator[
             yield None
         elif variant.kind == RANDOM:
             generator = torch.Generator(device=model.device).manual_seed(seed)
-            model.selector = lambda index, x, positions: random_topk(positions, model.index_topk, model.block, generator)
+            model.selector = lambda index, x, positions: random_topk(
+                positions, model.index_topk, model.block, generator
+            )
             yield "F" * model.num_layers
         else:
             check_pattern(model, variant.kind)
@@ -283,7 +285,9 @@ def selection_summary(model: RetrofitDSA, wins: dict[str, np.ndarray], config: E
     saved = model.index_topk
     model.index_topk = config.main_topk
     try:
-        stats = [selection_stats(model, torch.from_numpy(w[: config.stats_windows]).to(model.device)) for w in wins.values()]
+        stats = [
+            selection_stats(model, torch.from_numpy(w[: config.stats_windows]).to(model.device)) for w in wins.values()
+        ]
     finally:
         model.index_topk = saved
     out = {key: np.mean([s[key] for s in stats], axis=0).tolist() for key in ("recall", "mass", "adjacent_overlap")}
@@ -303,8 +307,11 @@ def _batched(model, variant: Variant, probe: ProbeBatch, batch: int, *more: torc
     parts = []
     for s in range(0, probe.input_ids.shape[0], batch):
         rows = slice(s, s + batch)
-        parts.append(probe_scores(model, variant, ProbeBatch(probe.input_ids[rows], probe.targets[rows]),
-                                  *(m[rows] for m in more)))
+        parts.append(
+            probe_scores(
+                model, variant, ProbeBatch(probe.input_ids[rows], probe.targets[rows]), *(m[rows] for m in more)
+            )
+        )
     total = sum(p[0]["rows"] for p in parts)
     return [
         {key: sum(p[i][key] * p[i]["rows"] for p in parts) / total for key in ("loss", "exact")} | {"rows": total}

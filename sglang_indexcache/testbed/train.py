@@ -106,7 +106,13 @@ def train(
             group["lr"] = getattr(config, f"{stage}_lr")
         taken = sum(1 for s in history.stage if s == stage)
         started = time.monotonic() - history.seconds.get(stage, 0.0)
-        bar = tqdm(total=steps if budget == float("inf") else None, initial=taken, desc=f"{stage} stage", dynamic_ncols=True, mininterval=5)
+        bar = tqdm(
+            total=steps if budget == float("inf") else None,
+            initial=taken,
+            desc=f"{stage} stage",
+            dynamic_ncols=True,
+            mininterval=5,
+        )
         while taken < steps and time.monotonic() - started < budget:
             step = len(history.step)
             ids = sample_batch(domains, config.seq, config.batch, config.seed, step).to(device)
