@@ -79,13 +79,13 @@ PATCHES: tuple[Patch, ...] = (
         upstream="native sharing keeps indices in locals of one forward",
         remove_when="indexer_forward goes"),
     Patch(
-        "index_k_memory", WORKER, t.DEEPSEEK, (t.NSA_POOL_INIT, t.CELL_SIZE, t.INIT_POOLS),
+        "index_k_memory", WORKER, t.DEEPSEEK, (t.DSA_POOL_INIT, t.CELL_SIZE, t.INIT_POOLS),
         "worker.index_k_memory:apply_index_k_memory",
         why="Shared layers get no index-key cache (132 B/token/layer) and the token budget counts only Full "
             "layers, so max_total_num_tokens grows; draft (NextN) pools and HiSparse pools keep every buffer",
         upstream="native since 0.5.18 (skip_topk_layers); 0.5.16 moved the pool set-up to KVCacheConfigurator",
         remove_when="every supported SGLang is 0.5.18 or later",
-        reads=(t.NSA_POOL_CLASS, t.KV_MIXIN_CLASS)),
+        reads=(t.DSA_POOL_CLASS,)),
     Patch(
         "shared_indexer_weights", WORKER, t.DEEPSEEK, (t.LOAD_WEIGHTS,),
         "worker.shared_indexer_weights:apply_shared_indexer_weights",

@@ -25,6 +25,7 @@ from ..process_map import plan
 from ..registry import PatchRegistry
 from ..state import COUNTERS, set_switched, startup_map
 from ..targets import SCHEDULER_CLASS, TYPE_DISPATCHER
+from .eras import graph_runners
 from .indexer_forward import ROLE, LayerRole
 from .scheduler_status import status
 
@@ -173,7 +174,7 @@ def _process_map_for(req):
 
 def _scheduler_refusal(scheduler) -> str | None:
     runner = _model_runner(scheduler)
-    if getattr(runner, "graph_runner", None) is not None:
+    if graph_runners(runner):
         return "this server captured CUDA graphs; runtime map switching needs --disable-cuda-graph"
     return switch_refusal(scheduler.server_args)
 
