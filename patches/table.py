@@ -61,8 +61,8 @@ PATCHES: tuple[Patch, ...] = (
         "attention_roles", WORKER, t.DEEPSEEK, (t.ATTENTION_INIT,), "worker.attention_roles:apply_attention_roles",
         why="give each layer's indexer its Full/Shared role from the map; switch SGLang's native skip_topk sharing "
             "off so there is one implementation; NextN/MTP layers keep their own indexer",
-        upstream="native roles from the schedule keys; 0.5.17 renames use_nsa to use_dsa; 0.5.23 builds no "
-                 "indexer for Shared layers",
+        upstream="native roles from the schedule keys; 0.5.14 renames use_nsa to use_dsa and has draft layers "
+                 "reuse the previous draft step's top-k; 0.5.23 builds no indexer for Shared layers",
         remove_when="indexer_forward goes",
         reads=(t.ATTENTION_CLASS, t.PP_INDICES, t.PP_GROUP, t.GLOBAL_SERVER_ARGS)),
     Patch(
