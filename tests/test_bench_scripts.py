@@ -240,6 +240,15 @@ def test_memory_table_swaps_the_decode_backend_under_its_0_5_14_name():
     assert "--nsa-decode-backend" not in fp8
 
 
+def test_prefill_bench_serves_a_native_pattern_without_indexcache():
+    native = "native:FSSSFSSS"
+    assert bench.server_env(native) == {"SGLANG_INDEXCACHE_DISABLE": "1"} == bench.server_env("")
+    flags = bench.server_flags(native)
+    assert flags[0] == "--json-model-override-args" and json.loads(flags[1]) == {"index_topk_pattern": "FSSSFSSS"}
+    assert bench.server_flags("deepseek-v3.2/uniform-1of4") == [] == bench.server_flags("")
+    assert bench.server_env("deepseek-v3.2/uniform-1of4") == {"SGLANG_INDEXCACHE_MAP": "deepseek-v3.2/uniform-1of4"}
+
+
 def test_verification_stops_a_server_of_another_release(server):
     from sglang_indexcache.bench.serverinfo import served_version
     from sglang_indexcache.bench.verification import check_release
