@@ -217,6 +217,7 @@ MODEL_RUNNER = Target("sglang.srt.model_executor.model_runner", "ModelRunner")
 TOKENIZER_MANAGER = Target("sglang.srt.managers.tokenizer_manager", "TokenizerManager")
 USES_DSA = Attribute(ATTENTION_CLASS, ("use_dsa", "use_nsa"))  # renamed in 0.5.14
 GRAPH_RUNNERS = Attribute(MODEL_RUNNER, ("decode_cuda_graph_runner", "graph_runner"))  # + prefill_..., 0.5.14
+TOKENIZER_SENDER = Attribute(SCHEDULER_CLASS, ("ipc_channels", "send_to_tokenizer"))  # .send_to_tokenizer, 0.5.14
 ATTRIBUTES = (
     USES_DSA,
     Attribute(ATTENTION_CLASS, "indexer"),
@@ -231,6 +232,7 @@ ATTRIBUTES = (
     Attribute(MODEL_RUNNER, "use_mla_backend"),
     Attribute(MODEL_RUNNER, "enable_hisparse"),
     GRAPH_RUNNERS,
+    TOKENIZER_SENDER,
     Attribute(MODEL_RUNNER, ("layer_info", "start_layer")),  # layer_info.start_layer/end_layer from 0.5.17
     Attribute(MODEL_RUNNER, ("layer_info", "end_layer")),
     Attribute(DSA_POOL_CLASS, "custom_mem_pool"),

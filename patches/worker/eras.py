@@ -6,7 +6,7 @@ and reads it; no patch tests a version string.
 
 from __future__ import annotations
 
-from ..targets import ATTENTION_TP_RANK, GRAPH_RUNNERS
+from ..targets import ATTENTION_TP_RANK, GRAPH_RUNNERS, TOKENIZER_SENDER
 
 
 def graph_runners(runner) -> list:
@@ -14,6 +14,14 @@ def graph_runners(runner) -> list:
     names = ("decode_cuda_graph_runner", "prefill_cuda_graph_runner") \
         if GRAPH_RUNNERS.resolve() == "decode_cuda_graph_runner" else ("graph_runner",)
     return [r for r in (getattr(runner, name, None) for name in names) if r is not None]
+
+
+def tokenizer_sender():
+    """How a scheduler reaches the tokenizer manager: ``send_to_tokenizer``, inside ``ipc_channels`` from 0.5.14.
+    Resolved once, where a patch is applied."""
+    if TOKENIZER_SENDER.resolve() == "ipc_channels":
+        return lambda scheduler: scheduler.ipc_channels.send_to_tokenizer
+    return lambda scheduler: scheduler.send_to_tokenizer
 
 
 def layer_range(owner) -> tuple[int, int]:
