@@ -71,8 +71,8 @@ PATCHES: tuple[Patch, ...] = (
         "attention_roles", WORKER, t.DEEPSEEK, (t.ATTENTION_INIT,), "worker.attention_roles:apply_attention_roles",
         why="give each layer's indexer its Full/Shared role from the map; switch SGLang's native skip_topk sharing "
             "off so there is one implementation; NextN/MTP layers keep their own indexer",
-        upstream="native roles from the schedule keys; 0.5.17 renames use_nsa to use_dsa; 0.5.23 builds no "
-                 "indexer for Shared layers",
+        upstream="native roles from the schedule keys; 0.5.14 renames use_nsa to use_dsa and has draft layers "
+                 "reuse the previous draft step's top-k; 0.5.23 builds no indexer for Shared layers",
         remove_when="indexer_forward goes",
         reads=(t.ATTENTION_CLASS, t.PP_INDICES, t.PP_GROUP, t.GLOBAL_SERVER_ARGS)),
     Patch(
@@ -89,13 +89,13 @@ PATCHES: tuple[Patch, ...] = (
         upstream="native sharing keeps indices in locals of one forward",
         remove_when="indexer_forward goes"),
     Patch(
-        "index_k_memory", WORKER, t.DEEPSEEK, (t.NSA_POOL_INIT, t.CELL_SIZE, t.INIT_POOLS),
+        "index_k_memory", WORKER, t.DEEPSEEK, (t.DSA_POOL_INIT, t.CELL_SIZE, t.INIT_POOLS),
         "worker.index_k_memory:apply_index_k_memory",
         why="Shared layers get no index-key cache (132 B/token/layer) and the token budget counts only Full "
             "layers, so max_total_num_tokens grows; draft (NextN) pools and HiSparse pools keep every buffer",
         upstream="native since 0.5.18 (skip_topk_layers); 0.5.16 moved the pool set-up to KVCacheConfigurator",
         remove_when="every supported SGLang is 0.5.18 or later",
-        reads=(t.NSA_POOL_CLASS, t.KV_MIXIN_CLASS)),
+        reads=(t.DSA_POOL_CLASS,)),
     Patch(
         "shared_indexer_weights", WORKER, t.DEEPSEEK, (t.LOAD_WEIGHTS,),
         "worker.shared_indexer_weights:apply_shared_indexer_weights",

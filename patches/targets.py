@@ -52,6 +52,11 @@ class Target:
                 raise IncompatibleSGLang(self._refusal(f"lacks parameter(s) {', '.join(missing)}"))
         return obj
 
+    def owner(self):
+        """The object that holds this target, and the target's name in it: what a patch replaces."""
+        path, _, name = self.qualname.rpartition(".")
+        return (Target(self.module, path).resolve() if path else importlib.import_module(self.module)), name
+
     def _refusal(self, why: str) -> str:
         return refusal(f"{self.dotted} {why}")
 
@@ -85,6 +90,9 @@ class OneOf:
 
     def resolve(self):
         return self.chosen().resolve()
+
+    def owner(self):
+        return self.chosen().owner()
 
     @property
     def module(self) -> str:
@@ -160,19 +168,23 @@ def _declared_fields(cls) -> frozenset[str] | None:
     return None if struct_fields is None else frozenset(struct_fields)
 
 
-INDEXER = "sglang.srt.layers.attention.nsa.nsa_indexer"
+INDEXER = "sglang.srt.layers.attention.dsa.dsa_indexer"  # 0.5.14 renamed nsa to dsa, keeping nsa as a shim
+NSA_INDEXER = "sglang.srt.layers.attention.nsa.nsa_indexer"
 DEEPSEEK = "sglang.srt.models.deepseek_v2"
 SERVER_ARGS = "sglang.srt.server_args"
 HTTP_SERVER = "sglang.srt.entrypoints.http_server"
 SCHEDULER = "sglang.srt.managers.scheduler"
 KV_MIXIN = "sglang.srt.model_executor.model_runner_kv_cache_mixin"
+KV_CONFIGURATOR = "sglang.srt.mem_cache.kv_cache_configurator"
+POOL_CONFIGURATOR = "sglang.srt.model_executor.pool_configurator"
 MEMORY_POOL = "sglang.srt.mem_cache.memory_pool"
 
 # -- what the patches replace (patches/table.py names them per patch)
-INDEXER_CLASS = Target(INDEXER, "Indexer")
-INDEXER_FORWARD = Target(INDEXER, "Indexer.forward")
-INDEXER_FORWARD_CUDA = Target(INDEXER, "Indexer.forward_cuda",
-                              ("x", "q_lora", "positions", "forward_batch", "layer_id", "return_indices"))
+INDEXER_CLASS = OneOf(Target(INDEXER, "Indexer"), Target(NSA_INDEXER, "Indexer"))
+INDEXER_FORWARD = OneOf(Target(INDEXER, "Indexer.forward"), Target(NSA_INDEXER, "Indexer.forward"))
+_FORWARD_CUDA_PARAMS = ("x", "q_lora", "positions", "forward_batch", "layer_id", "return_indices")
+INDEXER_FORWARD_CUDA = OneOf(Target(INDEXER, "Indexer.forward_cuda", _FORWARD_CUDA_PARAMS),
+                             Target(NSA_INDEXER, "Indexer.forward_cuda", _FORWARD_CUDA_PARAMS))
 ATTENTION_CLASS = Target(DEEPSEEK, "DeepseekV2AttentionMLA")
 ATTENTION_INIT = Target(DEEPSEEK, "DeepseekV2AttentionMLA.__init__", ("config", "layer_id", "is_nextn"))
 MODEL_CLASS = Target(DEEPSEEK, "DeepseekV2Model")
@@ -181,12 +193,16 @@ MODEL_FORWARD = Target(DEEPSEEK, "DeepseekV2Model.forward", ("forward_batch",))
 CAUSAL_LM_CLASS = Target(DEEPSEEK, "DeepseekV2ForCausalLM")
 LOAD_WEIGHTS = Target(DEEPSEEK, "DeepseekV2ForCausalLM.load_weights", ("weights", "is_nextn"))
 CAUSAL_LM_FORWARD = Target(DEEPSEEK, "DeepseekV2ForCausalLM.forward", ("input_ids", "positions", "forward_batch"))
-NSA_POOL_CLASS = Target(MEMORY_POOL, "NSATokenToKVPool")
-NSA_POOL_INIT = Target(MEMORY_POOL, "NSATokenToKVPool.__init__",
-                       ("size", "page_size", "layer_num", "start_layer", "index_buf_size"))
-KV_MIXIN_CLASS = Target(KV_MIXIN, "ModelRunnerKVCacheMixin")
-CELL_SIZE = Target(KV_MIXIN, "ModelRunnerKVCacheMixin.get_cell_size_per_token", ("num_layers",))
-INIT_POOLS = Target(KV_MIXIN, "ModelRunnerKVCacheMixin._init_pools")
+_POOL_PARAMS = ("size", "page_size", "layer_num", "start_layer", "index_buf_size")
+DSA_POOL_CLASS = OneOf(Target(MEMORY_POOL, "DSATokenToKVPool"), Target(MEMORY_POOL, "NSATokenToKVPool"))
+DSA_POOL_INIT = OneOf(Target(MEMORY_POOL, "DSATokenToKVPool.__init__", _POOL_PARAMS),
+                      Target(MEMORY_POOL, "NSATokenToKVPool.__init__", _POOL_PARAMS))
+# Sizing moved out of the model runner in 0.5.11 (pool configurator, given the runner or, from 0.5.17, the
+# KV-cache configurator), pool construction in 0.5.17 (KV-cache configurator).
+CELL_SIZE = OneOf(Target(POOL_CONFIGURATOR, "DefaultPoolConfigurator._compute_cell_size", ("num_layers",)),
+                  Target(KV_MIXIN, "ModelRunnerKVCacheMixin.get_cell_size_per_token", ("num_layers",)))
+INIT_POOLS = OneOf(Target(KV_CONFIGURATOR, "KVCacheConfigurator._init_pools"),
+                   Target(KV_MIXIN, "ModelRunnerKVCacheMixin._init_pools"))
 SCHEDULER_CLASS = Target(SCHEDULER, "Scheduler")
 SCHEDULER_STATE = Target(SCHEDULER, "Scheduler.get_internal_state", ("recv_req",))
 SCHEDULER_DISPATCHER = Target(SCHEDULER, "Scheduler.init_request_dispatcher")
@@ -210,13 +226,17 @@ BASE_REQ = Target("sglang.srt.managers.io_struct", "BaseReq")
 AUTH_LEVEL = Target("sglang.srt.utils.auth", "auth_level", ("level",))
 AUTH_LEVELS = Target("sglang.srt.utils.auth", "AuthLevel")
 GET_CONFIG = Target("sglang.srt.utils.hf_transformers_utils", "get_config", ("model", "trust_remote_code", "revision"))
-ATTENTION_TP_RANK = Target("sglang.srt.layers.dp_attention", "get_attention_tp_rank")
+ATTENTION_TP_RANK = OneOf(Target("sglang.srt.runtime_context", "get_parallel"),  # .attn_tp_rank, 0.5.17
+                          Target("sglang.srt.layers.dp_attention", "get_attention_tp_rank"))
 
 # -- attributes the patches read with a default
 MODEL_RUNNER = Target("sglang.srt.model_executor.model_runner", "ModelRunner")
 TOKENIZER_MANAGER = Target("sglang.srt.managers.tokenizer_manager", "TokenizerManager")
+USES_DSA = Attribute(ATTENTION_CLASS, ("use_dsa", "use_nsa"))  # renamed in 0.5.14
+GRAPH_RUNNERS = Attribute(MODEL_RUNNER, ("decode_cuda_graph_runner", "graph_runner"))  # + prefill_..., 0.5.14
+TOKENIZER_SENDER = Attribute(SCHEDULER_CLASS, ("ipc_channels", "send_to_tokenizer"))  # .send_to_tokenizer, 0.5.14
 ATTRIBUTES = (
-    Attribute(ATTENTION_CLASS, "use_nsa"),
+    USES_DSA,
     Attribute(ATTENTION_CLASS, "indexer"),
     Attribute(ATTENTION_CLASS, "skip_topk"),
     Attribute(ATTENTION_CLASS, "next_skip_topk"),
@@ -228,11 +248,12 @@ ATTRIBUTES = (
     Attribute(MODEL_RUNNER, "model_config"),
     Attribute(MODEL_RUNNER, "use_mla_backend"),
     Attribute(MODEL_RUNNER, "enable_hisparse"),
-    Attribute(MODEL_RUNNER, "graph_runner"),
-    Attribute(MODEL_RUNNER, "start_layer"),
-    Attribute(MODEL_RUNNER, "end_layer"),
-    Attribute(NSA_POOL_CLASS, "custom_mem_pool"),
-    Attribute(NSA_POOL_CLASS, "index_k_with_scale_buffer"),
+    GRAPH_RUNNERS,
+    TOKENIZER_SENDER,
+    Attribute(MODEL_RUNNER, ("layer_info", "start_layer")),  # layer_info.start_layer/end_layer from 0.5.17
+    Attribute(MODEL_RUNNER, ("layer_info", "end_layer")),
+    Attribute(DSA_POOL_CLASS, "custom_mem_pool"),
+    Attribute(DSA_POOL_CLASS, "index_k_with_scale_buffer"),
     Attribute(TOKENIZER_MANAGER, "is_pause"),
     *(Attribute(SERVER_ARGS_CLASS, name) for name in (
         "json_model_override_args", "model_path", "trust_remote_code", "revision", "load_format",

@@ -43,17 +43,18 @@ def test_every_attribute_read_with_a_default_exists(attribute):
 def test_missing_field_and_attribute_are_refused_by_name():
     with pytest.raises(IncompatibleSGLang, match=r"ServerArgs\.enable_hierarchical_kache not found"):
         Attribute(SERVER_ARGS_CLASS, "enable_hierarchical_kache").resolve()
-    with pytest.raises(IncompatibleSGLang, match=r"DeepseekV2AttentionMLA\.use_dsa not found"):
-        Attribute(ATTENTION_CLASS, "use_dsa").resolve()
+    with pytest.raises(IncompatibleSGLang, match=r"DeepseekV2AttentionMLA\.use_msa not found"):
+        Attribute(ATTENTION_CLASS, "use_msa").resolve()
 
 
 @pytest.fixture
 def renamed_use_nsa(monkeypatch):
-    """SGLang as it would read had it renamed ``self.use_nsa`` to ``self.use_dsa``."""
+    """SGLang as it would read had it renamed its DSA flag (``self.use_nsa``, ``self.use_dsa`` from 0.5.14) once
+    more, to a name the patches do not know."""
     real = inspect.getsource
 
     def getsource(obj):
-        return re.sub(r"\bself\.use_nsa\b", "self.use_dsa", real(obj))
+        return re.sub(r"\bself\.use_[nd]sa\b", "self.use_msa", real(obj))
 
     monkeypatch.setattr(targets.inspect, "getsource", getsource)
 
@@ -62,7 +63,7 @@ def test_renamed_attribute_refuses_the_launch(renamed_use_nsa, tmp_path, monkeyp
     with pytest.raises(IncompatibleSGLang) as e:
         check_worker_targets()
     message = str(e.value)
-    assert "DeepseekV2AttentionMLA.use_nsa not found" in message
+    assert "DeepseekV2AttentionMLA.use_dsa|use_nsa not found" in message
     assert f"Supported: {SUPPORTED} (installed: sglang {targets.installed_version()})" in message
     assert all(v in message for v in SUPPORTED_VERSIONS)
     # The main process refuses before any worker starts, although the map itself is fine.
@@ -72,7 +73,7 @@ def test_renamed_attribute_refuses_the_launch(renamed_use_nsa, tmp_path, monkeyp
     server_args = SimpleNamespace(json_model_override_args='{"index_topk_pattern": "FSSSFSSS"}',
                                   model_path=str(tmp_path), trust_remote_code=False, revision=None,
                                   load_format="dummy")
-    with pytest.raises(IncompatibleSGLang, match="use_nsa not found"):
+    with pytest.raises(IncompatibleSGLang, match="use_dsa|use_nsa not found"):
         resolve_in_main_process(server_args)
     import os
 
@@ -85,7 +86,8 @@ def test_dsa_model_built_without_indexers_is_refused(patched, monkeypatch):  # n
     patched("FSSSFSSS")
     from sglang.srt.models import deepseek_v2
 
-    monkeypatch.setattr(deepseek_v2, "is_deepseek_nsa", lambda config: False)
+    predicate = next(name for name in ("is_deepseek_dsa", "is_deepseek_nsa") if hasattr(deepseek_v2, name))  # 0.5.14
+    monkeypatch.setattr(deepseek_v2, predicate, lambda config: False)
     with pytest.raises(RuntimeError, match="built no DSA indexer"):
         build_model(tiny_dsa_config())
 
