@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 # The releases the suite runs against, oldest first; the ones between are served as far as the probes below find
 # their seams. pyproject's sglang extra is bounded by the first and the last (tests/test_sglang_drift.py).
-SUPPORTED_VERSIONS = ("0.5.10.post1", "0.5.23")
+SUPPORTED_VERSIONS = ("0.5.10.post1", "0.5.17", "0.5.23")
 SUPPORTED = (f"sglang {SUPPORTED_VERSIONS[0]} to {SUPPORTED_VERSIONS[-1]} "
              f"(tested: {', '.join(SUPPORTED_VERSIONS)})")
 
