@@ -4,7 +4,8 @@
 - ``STATE.plans``: this process's map per model shape, so every layer of one model gets the same plan;
 - ``STATE.active`` / ``STATE.startup``: the map served now and the one the model was built with;
 - ``STATE.metrics``: the Prometheus exporter, when ``--enable-metrics``;
-- ``STATE.armed``: whether the post-import hooks are registered.
+- ``STATE.armed``: whether the post-import hooks are registered;
+- ``STATE.features``: per optional feature, why this SGLang cannot serve it (None: it can), once probed.
 
 Nothing here is keyed by object identity: a plan is keyed by what it is computed from (the requested map and
 the model's layer count, pipeline stage and two-batch-overlap start), so a garbage-collected config whose id
@@ -62,6 +63,7 @@ class ProcessState:
     switches: int = 0
     metrics: Any = None  # scheduler_status.Metrics, with --enable-metrics
     armed: bool = False
+    features: dict[str, str | None] = field(default_factory=dict)
 
 
 COUNTERS = IndexerCounters()

@@ -5,20 +5,26 @@ and which SGLang module's import applies it (``when``), why it exists, what upst
 when it can go. The docstring manifest of ``patches/__init__.py`` lists the same rows (tests/test_patch_table.py).
 
 ``core`` patches are what serving a map means: without one, the model would run something other than what was
-asked. The others (status, switching, capture) only add ways to look at or steer a server. Today a missing
-target of either kind refuses the launch; an optional patch is the one that may later degrade instead.
+asked, so a missing target of any of them refuses the launch. The others each belong to a ``feature`` (status,
+runtime switching, capture) that only adds a way to look at or steer a server: when one of its targets is
+missing, that feature is off (one warning naming it and the target; its endpoint answers 501 saying why) and
+the server serves the map without it.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from dataclasses import dataclass
 
 from sglang_indexcache.names import ENV_CAPTURE_DIR
 
 from . import targets as t
-from .targets import Attribute, Target
+from .state import STATE
+from .targets import Attribute, IncompatibleSGLang, Target
+
+logger = logging.getLogger("sglang_indexcache")
 
 MAIN, WORKER = "main", "worker"  # the server's main process (HTTP server) / every scheduler process
 
@@ -36,7 +42,8 @@ class Patch:
     why: str
     upstream: str  # what SGLang itself does about it, by version
     remove_when: str
-    core: bool = True
+    core: bool = True  # False: part of ``feature``, which is switched off (not refused) when a target is missing
+    feature: str | None = None  # an optional patch's feature, as operators know it (FEATURES)
     reads: tuple[Target | Attribute, ...] = ()  # other SGLang names it calls or reads
     enabled_by: str | None = None  # an environment variable without which the patch is off (nothing probed)
 
@@ -47,6 +54,9 @@ class Patch:
     def enabled(self, environ=os.environ) -> bool:
         return self.enabled_by is None or bool(environ.get(self.enabled_by))
 
+
+STATUS, SWITCHING, CAPTURE = "status", "runtime switching", "capture"
+FEATURES = (STATUS, SWITCHING, CAPTURE)
 
 PATCHES: tuple[Patch, ...] = (
     Patch(
@@ -61,8 +71,8 @@ PATCHES: tuple[Patch, ...] = (
         "attention_roles", WORKER, t.DEEPSEEK, (t.ATTENTION_INIT,), "worker.attention_roles:apply_attention_roles",
         why="give each layer's indexer its Full/Shared role from the map; switch SGLang's native skip_topk sharing "
             "off so there is one implementation; NextN/MTP layers keep their own indexer",
-        upstream="native roles from the schedule keys; 0.5.17 renames use_nsa to use_dsa; 0.5.23 builds no "
-                 "indexer for Shared layers",
+        upstream="native roles from the schedule keys; 0.5.14 renames use_nsa to use_dsa and has draft layers "
+                 "reuse the previous draft step's top-k; 0.5.23 builds no indexer for Shared layers",
         remove_when="indexer_forward goes",
         reads=(t.ATTENTION_CLASS, t.PP_INDICES, t.PP_GROUP, t.GLOBAL_SERVER_ARGS)),
     Patch(
@@ -79,13 +89,13 @@ PATCHES: tuple[Patch, ...] = (
         upstream="native sharing keeps indices in locals of one forward",
         remove_when="indexer_forward goes"),
     Patch(
-        "index_k_memory", WORKER, t.DEEPSEEK, (t.NSA_POOL_INIT, t.CELL_SIZE, t.INIT_POOLS),
+        "index_k_memory", WORKER, t.DEEPSEEK, (t.DSA_POOL_INIT, t.CELL_SIZE, t.INIT_POOLS),
         "worker.index_k_memory:apply_index_k_memory",
         why="Shared layers get no index-key cache (132 B/token/layer) and the token budget counts only Full "
             "layers, so max_total_num_tokens grows; draft (NextN) pools and HiSparse pools keep every buffer",
         upstream="native since 0.5.18 (skip_topk_layers); 0.5.16 moved the pool set-up to KVCacheConfigurator",
         remove_when="every supported SGLang is 0.5.18 or later",
-        reads=(t.NSA_POOL_CLASS, t.KV_MIXIN_CLASS)),
+        reads=(t.DSA_POOL_CLASS,)),
     Patch(
         "shared_indexer_weights", WORKER, t.DEEPSEEK, (t.LOAD_WEIGHTS,),
         "worker.shared_indexer_weights:apply_shared_indexer_weights",
@@ -99,7 +109,7 @@ PATCHES: tuple[Patch, ...] = (
         "scheduler_status", WORKER, t.DEEPSEEK, (t.SCHEDULER_STATE,), "worker.scheduler_status:apply_scheduler_status",
         why="report the active map and per-layer indexer counters in SGLang's internal state (/server_info)",
         upstream="no version reports the schedule or indexer counters",
-        remove_when="SGLang reports them itself", core=False,
+        remove_when="SGLang reports them itself", core=False, feature=STATUS,
         reads=(t.SCHEDULER_CLASS,)),
     Patch(
         "map_switch", WORKER, t.DEEPSEEK, (t.SCHEDULER_DISPATCHER, t.SCHEDULER_INPUTS),
@@ -108,7 +118,7 @@ PATCHES: tuple[Patch, ...] = (
             "and KV pool and give every indexer its role under the new map (between forwards, so no forward mixes "
             "two maps); a cancel drops an uncommitted switch",
         upstream="no version switches the schedule at runtime",
-        remove_when="SGLang switches schedules itself", core=False,
+        remove_when="SGLang switches schedules itself", core=False, feature=SWITCHING,
         reads=(t.SCHEDULER_CLASS, t.SCHEDULER_IDLE, t.SCHEDULER_FLUSH, t.TYPE_DISPATCHER, t.BASE_REQ)),
     Patch(
         "topk_capture", WORKER, t.DEEPSEEK, (t.INDEXER_FORWARD_CUDA, t.CAUSAL_LM_FORWARD),
@@ -118,12 +128,13 @@ PATCHES: tuple[Patch, ...] = (
             "for sglang-indexcache analyze --url",
         upstream="0.5.12.post1 and later return the indexer's top-k natively (--enable-return-indexer-topk)",
         remove_when="every supported SGLang is 0.5.12.post1 or later (capture builds on the native return)",
-        core=False, reads=(t.ATTENTION_TP_RANK,), enabled_by=ENV_CAPTURE_DIR),
+        core=False, feature=CAPTURE, reads=(t.ATTENTION_TP_RANK,), enabled_by=ENV_CAPTURE_DIR),
     Patch(
-        "server_args", MAIN, t.SERVER_ARGS, (t.SERVER_ARGS_POST_INIT,), "main.server_args:apply_server_args",
+        "server_args", MAIN, t.SERVER_ARGS, (t.SERVER_ARGS_RESOLUTION,), "main.server_args:apply_server_args",
         why="resolve and validate the requested map against the model config before any weights load, and hand it "
             "to the spawned workers",
-        upstream="0.5.23 makes ServerArgs a msgspec struct whose __post_init__ never runs (resolve_once instead)",
+        upstream="0.5.20 makes ServerArgs a msgspec struct whose __post_init__ does nothing (resolve_once instead) "
+                 "and reads indexer_types before any other schedule key, so the map is handed over as indexer_types",
         remove_when="never: the launch-time refusal is this package's own",
         reads=(t.SERVER_ARGS_CLASS, t.GET_CONFIG)),
     Patch(
@@ -131,7 +142,7 @@ PATCHES: tuple[Patch, ...] = (
         why="GET /indexcache: that state per data-parallel rank; an admin endpoint (needs --admin-api-key, checked "
             "by the endpoint itself in every HTTP mode: main.admin_auth)",
         upstream="no version has it",
-        remove_when="SGLang reports the schedule itself", core=False,
+        remove_when="SGLang reports the schedule itself", core=False, feature=STATUS,
         reads=(t.AUTH_LEVEL, t.AUTH_LEVELS)),
     Patch(
         "map_switch_endpoint", MAIN, t.HTTP_SERVER, (t.HTTP_APP,), "main.map_switch_endpoint:apply_map_switch_endpoint",
@@ -139,7 +150,7 @@ PATCHES: tuple[Patch, ...] = (
             "map off the event loop, drain through the tokenizer manager's model_update_lock, commit once every "
             "rank is ready, all within SGLANG_INDEXCACHE_SWITCH_TIMEOUT",
         upstream="no version has it",
-        remove_when="map_switch goes", core=False,
+        remove_when="map_switch goes", core=False, feature=SWITCHING,
         reads=(t.AUTH_LEVEL, t.AUTH_LEVELS, t.TYPE_DISPATCHER, t.GET_CONFIG)),
 )
 
@@ -151,11 +162,51 @@ def rows(process: str | None = None, when: str | None = None) -> list[Patch]:
 
 
 def check_worker_targets(environ=os.environ) -> None:
-    """Every target, call and attribute the worker patches use: in the main process before launch and again in
-    each worker. Raises ``IncompatibleSGLang`` naming the first one missing."""
+    """Every target, call and attribute the core worker patches use: in the main process before launch and again
+    in each worker. Raises ``IncompatibleSGLang`` naming the first one missing."""
     for patch in rows(WORKER):
-        if patch.enabled(environ):
+        if patch.core and patch.enabled(environ):
             for target in (*patch.targets, *patch.reads):
                 target.resolve()
     for attribute in t.ATTRIBUTES:
         attribute.resolve()
+
+
+def missing_target(patch: Patch) -> str | None:
+    """What of SGLang ``patch`` needs and this SGLang lacks (``"<target> not found (...)"``); None: nothing."""
+    for target in (*patch.targets, *patch.reads):
+        try:
+            target.resolve()
+        except IncompatibleSGLang as e:
+            return str(e).split(": ", 1)[1].split(". Supported", 1)[0]
+    return None
+
+
+def unavailable(feature: str, environ=os.environ) -> str | None:
+    """Why ``feature`` cannot run on this SGLang, probing the patches of every process (they share one SGLang
+    install, so the HTTP server can answer for its schedulers); None when it can. Remembered per process."""
+    if feature not in STATE.features:
+        why = next(filter(None, (missing_target(p) for p in PATCHES if p.feature == feature and p.enabled(environ))),
+                   None)
+        STATE.features[feature] = why and f"{feature} is unavailable on this SGLang: {why}"
+    return STATE.features[feature]
+
+
+def warn_unavailable(environ=os.environ) -> None:
+    """One warning per optional feature this SGLang cannot serve: in the main process, at launch."""
+    for feature in FEATURES:
+        why = unavailable(feature, environ)
+        if why:
+            logger.warning("IndexCache: %s; serving the map without it", why)
+
+
+def features(environ=os.environ) -> dict[str, str]:
+    """Each optional feature: ``active``, ``off`` (not asked for) or why it is unavailable (``GET /indexcache``)."""
+    out = {}
+    for feature in FEATURES:
+        rows_of = [p for p in PATCHES if p.feature == feature]
+        if not any(p.enabled(environ) for p in rows_of):
+            out[feature] = "off"
+        else:
+            out[feature] = unavailable(feature, environ) or "active"
+    return out

@@ -8,7 +8,8 @@ prefix. Prints a table and writes ``bench.json`` and ``bench.png``.
         --map stock= --map allF=all-F.yaml --map 1of4=deepseek-v3.2/uniform-1of4 \
         --lengths 32768 65536 131072 --decode-lengths 65536 131072 --out results/bench
 
-A map spec is ``NAME=MAP``; an empty MAP runs SGLang without IndexCache. With ``--url`` the script measures one
+A map spec is ``NAME=MAP``; an empty MAP runs SGLang without IndexCache, ``native:FSSS...`` SGLang's own sharing
+of that pattern without IndexCache. With ``--url`` the script measures one
 server that is already running instead (one map, no launching).
 """
 
@@ -25,7 +26,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--model", help="model directory (launches one server per map)")
     ap.add_argument("--url", help="measure this running server instead (loopback only)")
     ap.add_argument("--map", action="append", metavar="NAME=MAP",
-                    help="repeatable; the first is the baseline; an empty MAP means SGLang without IndexCache")
+                    help="repeatable; the first is the baseline; an empty MAP means SGLang without IndexCache, "
+                         "native:FSSS... SGLang's own sharing of that pattern")
     ap.add_argument("--lengths", type=int, nargs="+")
     ap.add_argument("--decode-lengths", type=int, nargs="*")
     ap.add_argument("--decode-tokens", type=int)

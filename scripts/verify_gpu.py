@@ -3,6 +3,9 @@
 What it runs and checks: sglang_indexcache.bench.verification.
 
     python scripts/verify_gpu.py --model DIR --out results/
+    source .gpukit/setup.sh && python scripts/verify_gpu.py --model DIR --out results/ --sglang 0.5.17
+
+Every results file records the SGLang release each server reported (``sglang_served``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="leave out the 16-request concurrency check")
     ap.add_argument("--schedule-model", help="a checkpoint whose config.json states its own sharing schedule")
     ap.add_argument("--report", type=Path, help="only rebuild the table from an earlier run's raw.json")
+    ap.add_argument("--sglang", help="the SGLang release the servers must run, e.g. 0.5.17 (recorded either way)")
     run(Options(**vars(ap.parse_args(argv))))
 
 

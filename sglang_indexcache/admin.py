@@ -47,7 +47,8 @@ def status(url: str, admin_api_key: str) -> list[dict | None]:
     return _call(url, admin_api_key, "GET", ROUTE_STATUS)["dp_ranks"]
 
 
-def switch_map(url: str, admin_api_key: str, map_ref: str | None = None, **schedule: Any) -> dict[str, Any]:
+def switch_map(url: str, admin_api_key: str, map_ref: str | None = None, timeout: float = 900,
+               **schedule: Any) -> dict[str, Any]:
     """Switch the server to ``map_ref`` (a shipped name, or a file in the server's
     ``SGLANG_INDEXCACHE_MAP_DIR``) or to HF schedule keys
     (``index_topk_pattern=...``, ``index_topk_freq=..., index_skip_topk_offset=...``). Returns the server's
@@ -55,4 +56,4 @@ def switch_map(url: str, admin_api_key: str, map_ref: str | None = None, **sched
     body = {k: v for k, v in schedule.items() if v is not None}
     if map_ref is not None:
         body["map"] = map_ref
-    return _call(url, admin_api_key, "POST", ROUTE_SWITCH, body)
+    return _call(url, admin_api_key, "POST", ROUTE_SWITCH, body, timeout=timeout)

@@ -22,6 +22,11 @@ ENV_PATTERN = "SGLANG_INDEXCACHE_PATTERN"  # the resolved pattern
 ENV_SOURCE = "SGLANG_INDEXCACHE_SOURCE"  # the map's name, for log lines
 ENV_EXTERNAL_PACKAGE = "SGLANG_EXTERNAL_MODEL_PACKAGE"  # SGLang's own: a package its model registry imports
 WORKER_PACKAGE = "sglang_indexcache.patches.worker.model_registry"  # what it is set to
+ENV_PLUGINS = "SGLANG_PLUGINS"  # SGLang's own (0.5.11+): the plugins its loader may load; empty: all
+
+# -- SGLang's plugin loader (0.5.11+)
+PLUGIN_GROUP = "sglang.srt.plugins"  # the entry-point group it loads
+PLUGIN_NAME = "indexcache"  # our entry point's name there (pyproject.toml), what SGLANG_PLUGINS must list
 
 # -- config keys and the flag they arrive in
 MAP_KEY = "indexcache_map"  # the override key naming a map

@@ -25,8 +25,9 @@ from aiohttp import web
 class FakeServer:
     def __init__(self, prefill_s_per_token=1e-6, decode_s=0.002, capacity=100_000, fail_every=0, indexer_share=0.25,
                  num_layers=None, startup_pattern=None, logprobs=None, flush_on_switch=False, port=None,
-                 admin_api_key=None):
+                 admin_api_key=None, version="0.5.17"):
         self.prefill_s_per_token, self.decode_s = prefill_s_per_token, decode_s
+        self.version = version  # the SGLang release /server_info reports
         self.capacity, self.fail_every, self.indexer_share = capacity, fail_every, indexer_share
         self.requests = 0
         self.flushes = 0
@@ -134,7 +135,7 @@ class FakeServer:
         return web.json_response({"switched": True, "pattern": pattern, "dp_ranks": [self._indexcache_state()]})
 
     async def server_info(self, request):
-        return web.json_response({"max_total_num_tokens": self.capacity})
+        return web.json_response({"max_total_num_tokens": self.capacity, "version": self.version})
 
     async def flush_cache(self, request):
         if refused := self._refused(request):

@@ -201,30 +201,39 @@ def _new_model_dir(hf_config: dict) -> str:
     return path
 
 
+def launch_server_args(**kwargs):
+    """``ServerArgs(**kwargs)`` resolved as a launch resolves them, on a faked Hopper GPU.
+
+    SGLang up to 0.5.18 resolves in the dataclass's ``__post_init__``; from 0.5.20 construction only records the
+    input and ``resolve_once()`` resolves it (reading the GPU), so both run under the fake.
+    """
+    from sglang.srt.server_args import ServerArgs
+
+    with mock.patch.object(torch.cuda, "get_device_capability", lambda *args, **kwargs: (9, 0)):
+        server_args = ServerArgs(**kwargs)
+        resolve = getattr(server_args, "resolve_once", None)
+        if resolve is not None:
+            resolve()
+    return server_args
+
+
 def sglang_dist_env():
     """Set up, once per process, what SGLang's scheduler sets up before building a model; return the ServerArgs.
 
     The server args are those of a launch on one Hopper GPU with :func:`tiny_dsa_config`, so SGLang's own DSA
-    defaults apply (``attention_backend="nsa"``, page size 64, bf16 KV). The GPU is faked only while they are
-    computed, and the ``SGLANG_*`` variables they export are kept out of the test process. Parallel state is a
-    single-rank gloo group with tensor, pipeline, expert and attention-DP sizes 1.
+    defaults apply (``attention_backend="nsa"``, page size 64, bf16 KV); see :func:`launch_server_args`.
+    Parallel state is a single-rank gloo group with tensor, pipeline, expert and attention-DP sizes 1.
     """
     global _server_args
     if _server_args is not None:
         return _server_args
     install_import_stubs()
-    from sglang.srt.configs.model_config import ModelConfig
     from sglang.srt.distributed import parallel_state
-    from sglang.srt.layers.dp_attention import initialize_dp_attention
-    from sglang.srt.server_args import ServerArgs, set_global_server_args_for_scheduler
 
-    model_path = _new_model_dir(tiny_dsa_config())
-    with (
-        mock.patch.object(torch.cuda, "get_device_capability", lambda *args, **kwargs: (9, 0)),
-        mock.patch.dict(os.environ),
-    ):
-        server_args = ServerArgs(model_path=model_path, device="cuda", load_format="dummy")
-    set_global_server_args_for_scheduler(server_args)
+    with mock.patch.dict(os.environ):  # keeps the SGLANG_* variables resolution exports out of the test process
+        server_args = launch_server_args(model_path=_new_model_dir(tiny_dsa_config()), device="cuda",
+                                         load_format="dummy")
+    _publish(server_args)
     parallel_state.init_distributed_environment(
         world_size=1,
         rank=0,
@@ -232,10 +241,40 @@ def sglang_dist_env():
         distributed_init_method=f"file://{os.path.join(_workdir.name, 'dist-store')}",
         backend="gloo",
     )
-    parallel_state.initialize_model_parallel(tensor_model_parallel_size=1, pipeline_model_parallel_size=1)
-    initialize_dp_attention(server_args, ModelConfig.from_server_args(server_args))
+    _initialize_parallel_groups(server_args)
     _server_args = server_args
     return server_args
+
+
+def _publish(server_args) -> None:
+    """Make ``server_args`` this process's, as a scheduler process does. From 0.5.20 the runtime context also
+    needs the process's placement (rank 0 of one, GPU 0) before the parallel groups can be built."""
+    try:
+        from sglang.srt.runtime_context import SpawnRanks, publish
+    except ImportError:
+        from sglang.srt.server_args import set_global_server_args_for_scheduler
+
+        set_global_server_args_for_scheduler(server_args)
+        return
+    publish(server_args, role="scheduler", ranks=SpawnRanks(world_rank=0, dp_rank=None, gpu_id=0))
+
+
+def _initialize_parallel_groups(server_args) -> None:
+    """Model-parallel groups and attention-DP state of sizes 1. Up to 0.5.18 the sizes are arguments; from
+    0.5.20 they are read from the published server args (and the groups take the backend)."""
+    import inspect
+
+    from sglang.srt.distributed import parallel_state
+    from sglang.srt.layers.dp_attention import initialize_dp_attention
+
+    if "tensor_model_parallel_size" in inspect.signature(parallel_state.initialize_model_parallel).parameters:
+        from sglang.srt.configs.model_config import ModelConfig
+
+        parallel_state.initialize_model_parallel(tensor_model_parallel_size=1, pipeline_model_parallel_size=1)
+        initialize_dp_attention(server_args, ModelConfig.from_server_args(server_args))
+    else:
+        parallel_state.initialize_model_parallel(backend="gloo")
+        initialize_dp_attention(server_args)
 
 
 # --- building on the meta device ---------------------------------------------------------------------------------
@@ -275,6 +314,16 @@ def _on_meta_device(dtype: torch.dtype) -> Iterator[None]:
             torch.set_default_dtype(previous_dtype)
 
 
+def _layer_stack():
+    """From 0.5.23 decoder layers declare their stages to an open layer stack, which the model's ``make_layers``
+    opens; layers built on their own need one opened for them."""
+    try:
+        from sglang.srt.layers.layer_boundary.factories import layer_stack
+    except ImportError:
+        return contextlib.nullcontext()
+    return layer_stack()
+
+
 def build_decoder_layers(
     hf_config: dict, layer_ids: Iterable[int], is_nextn: bool = False, overrides: dict | None = None
 ) -> list:
@@ -287,7 +336,7 @@ def build_decoder_layers(
     from sglang.srt.models.deepseek_v2 import DeepseekV2DecoderLayer
 
     model_config = _model_config(hf_config, overrides, is_draft_model=is_nextn)
-    with _on_meta_device(model_config.dtype):
+    with _on_meta_device(model_config.dtype), _layer_stack():
         return [
             DeepseekV2DecoderLayer(
                 model_config.hf_config,

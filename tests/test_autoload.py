@@ -66,6 +66,11 @@ def run(site_dir, code_or_args, env=None, module=False):
                           timeout=300)
 
 
+def last_line(stderr: str) -> str:
+    """The last line a launch wrote, SGLang's own log of its process clean-up on the way out (0.5.20+) aside."""
+    return [line for line in stderr.strip().splitlines() if "kill_process_tree called" not in line][-1]
+
+
 def test_nothing_armed_without_a_request(site_dir):
     out = run(site_dir, "import sglang.srt.models.deepseek_v2; " + CHECK_PATCHED)
     assert out.stdout.strip().endswith("PLAIN"), out.stderr[-2000:]
@@ -109,7 +114,7 @@ def test_bad_map_stops_launch_server_before_weights(site_dir, tmp_path, how):
     env["INDEXCACHE_TEST_FAKE_HOPPER"] = "1"
     out = run(site_dir, args, env=env, module=True)
     assert out.returncode == 2, out.stderr[-3000:]
-    last = out.stderr.strip().splitlines()[-1]
+    last = last_line(out.stderr)
     assert last.startswith("error: ") and "Fix: " in last and "Traceback" not in out.stderr
     assert ("model.architectures" if how != "override" else "index_topk_pattern") in last
 
@@ -125,3 +130,19 @@ def test_entry_point_for_newer_sglang(path_only_dir):
     assert run(path_only_dir, code).stdout.strip().endswith("PLAIN")  # loaded, but nothing requested
     out = run(path_only_dir, code, env=request)
     assert out.stdout.strip().endswith("PATCHED"), out.stderr[-2000:]
+
+
+def test_allowlist_leaving_us_out_while_a_map_is_requested(site_dir):
+    """SGLang's loader skips a plugin SGLANG_PLUGINS does not list (an INFO line): the .pth hook, which runs
+    regardless, refuses instead of letting the model be served without the map. SGLang without a loader
+    ignores the variable, and so do we."""
+    from sglang_indexcache.patches.autoload import has_plugin_loader
+
+    out = run(site_dir, "import sglang.srt.models.deepseek_v2; " + CHECK_PATCHED,
+              env={"SGLANG_INDEXCACHE_MAP": "glm-5/searched-1of4", "SGLANG_PLUGINS": "other"})
+    if has_plugin_loader():
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        last = out.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: SGLANG_PLUGINS: other: leaves out the 'indexcache' plugin") and "Fix: " in last
+    else:
+        assert out.returncode == 0 and out.stdout.strip().endswith("PATCHED"), out.stderr[-2000:]

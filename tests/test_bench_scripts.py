@@ -240,6 +240,36 @@ def test_memory_table_swaps_the_decode_backend_for_fp8_only():
     assert memory_table.without(kit, "--page-size") == kit[:4]
 
 
+def test_memory_table_swaps_the_decode_backend_under_its_0_5_14_name():
+    kit = ["--attention-backend", "dsa", "--dsa-decode-backend", "flashmla_sparse", "--page-size", "64"]
+    assert memory_table.backend_flags(kit, "bfloat16") == kit
+    fp8 = memory_table.backend_flags(kit, "fp8_e4m3")
+    assert fp8[fp8.index("--dsa-decode-backend") + 1] == "flashmla_kv" and fp8.count("--dsa-decode-backend") == 1
+    assert "--nsa-decode-backend" not in fp8
+
+
+def test_prefill_bench_serves_a_native_pattern_without_indexcache():
+    native = "native:FSSSFSSS"
+    assert bench.server_env(native) == {"SGLANG_INDEXCACHE_DISABLE": "1"} == bench.server_env("")
+    flags = bench.server_flags(native)
+    assert flags[0] == "--json-model-override-args" and json.loads(flags[1]) == {"index_topk_pattern": "FSSSFSSS"}
+    assert bench.server_flags("deepseek-v3.2/uniform-1of4") == [] == bench.server_flags("")
+    assert bench.server_env("deepseek-v3.2/uniform-1of4") == {"SGLANG_INDEXCACHE_MAP": "deepseek-v3.2/uniform-1of4"}
+
+
+def test_verification_stops_a_server_of_another_release(server):
+    from sglang_indexcache.bench.serverinfo import served_version
+    from sglang_indexcache.bench.verification import check_release
+
+    assert served_version(server.url) == "0.5.17"
+
+    check_release("0.5.17+kit", "0.5.17")
+    check_release("0.5.10.post1", None)
+    for served in ("0.5.10.post1", "0.5.170", None):
+        with pytest.raises(RuntimeError, match=r"not 0\.5\.17 \(--sglang\)"):
+            check_release(served, "0.5.17")
+
+
 def test_switch_under_load_load_pauses_and_counts(tmp_path):
     fake = FakeServer(decode_s=0.001, fail_every=5)
     url = fake.start()

@@ -123,7 +123,8 @@ def test_survives_a_server_restart_mid_search(toy, sequences):
     thread = threading.Thread(target=restart_after_some_maps)
     thread.start()
     try:
-        scorer = ServerScorer(url, "key", sequences, LAYERS, poll_s=0.1, wait_s=30)
+        # A request the dying server accepted but never answers counts as the server gone, not as a hang.
+        scorer = ServerScorer(url, "key", sequences, LAYERS, poll_s=0.1, wait_s=30, timeout_s=10)
         state = greedy_search(scorer, 2)
     finally:
         thread.join()

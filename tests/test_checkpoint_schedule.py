@@ -5,7 +5,7 @@ import json
 import textwrap
 
 import pytest
-from test_autoload import installed, run, site_dir  # noqa: F401 - fixtures
+from test_autoload import installed, last_line, run, site_dir  # noqa: F401 - fixtures
 
 pytest.importorskip("sglang")
 pytestmark = pytest.mark.sglang
@@ -43,12 +43,11 @@ def checkpoint(tmp_path, config, indexer_layers):
 SERVE = textwrap.dedent("""
     import json, logging, os, sys
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
-    from sglang.srt.server_args import ServerArgs
-    ServerArgs(model_path={model!r}, device="cuda", load_format={load_format!r},
-               json_model_override_args={overrides!r})
+    import sglang_cpu
+    sglang_cpu.launch_server_args(model_path={model!r}, device="cuda", load_format={load_format!r},
+                                  json_model_override_args={overrides!r})
     print("PATTERN", os.environ.get("SGLANG_INDEXCACHE_PATTERN"))
     if os.environ.get("SGLANG_INDEXCACHE_PATTERN") and {build}:
-        import sglang_cpu
         from sglang_indexcache.patches.worker.indexer_forward import ROLE
         model = sglang_cpu.build_model(json.load(open({model!r} + "/config.json")))
         layers = model.model.layers
@@ -120,7 +119,7 @@ def test_request_needing_absent_indexer_weights_is_refused_before_weights(site_d
         args = [*base, "--json-model-override-args", '{"index_topk_freq": 2}']  # FFSFSFSF: 3 and 7 lack weights
     out = run(site_dir, args, env=env, module=True)
     assert out.returncode == 2, out.stderr[-3000:]
-    last = out.stderr.strip().splitlines()[-1]
+    last = last_line(out.stderr)
     missing = "[3, 4, 5, 7]" if how == "map" else "[3, 5, 7]"
     assert last.startswith("error: ") and f"layers {missing} would run their indexer" in last, last
     assert "Traceback" not in out.stderr

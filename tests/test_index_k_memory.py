@@ -1,5 +1,11 @@
-"""Shared layers get no index-key cache and the KV token budget counts only Full layers (real SGLang pool)."""
+"""Shared layers get no index-key cache and the KV token budget counts only Full layers (real SGLang pool).
 
+The sizing and the pool set-up are called where the installed SGLang has them (``targets.CELL_SIZE`` /
+``INIT_POOLS``): on the model runner up to 0.5.10.post1, on the pool and KV-cache configurators after; the stand-in
+runner carries the fields of whichever object that SGLang hands them.
+"""
+
+import inspect
 from types import SimpleNamespace
 
 import pytest
@@ -11,6 +17,7 @@ pytest.importorskip("sglang")
 
 from sglang_indexcache.names import ENV_PATTERN  # noqa: E402
 from sglang_indexcache.patches import apply_model_patches, revert  # noqa: E402
+from sglang_indexcache.patches import targets as t  # noqa: E402
 from sglang_indexcache.patches.process_map import plan_for  # noqa: E402
 
 pytestmark = pytest.mark.sglang
@@ -23,32 +30,48 @@ POOL_ARGS = dict(size=1000, page_size=64, kv_lora_rank=512, dtype=torch.bfloat16
 @pytest.fixture
 def runner(monkeypatch):
     """A stand-in ModelRunner with what the pool set-up reads, and the real pool built by `_init_pools`."""
-    from sglang.srt.mem_cache.memory_pool import NSATokenToKVPool
-    from sglang.srt.model_executor.model_runner_kv_cache_mixin import ModelRunnerKVCacheMixin
+    pool_cls = t.DSA_POOL_CLASS.resolve()
 
-    def build_pool(self):  # stands in for SGLang's _init_pools, which the patch wraps
-        self.token_to_kv_pool = NSATokenToKVPool(**POOL_ARGS)
+    def build_pool(self, *args, **kwargs):  # stands in for SGLang's _init_pools, which the patch wraps
+        self.token_to_kv_pool = pool_cls(**POOL_ARGS)
 
-    sglang_cpu.sglang_dist_env()
-    monkeypatch.setattr(ModelRunnerKVCacheMixin, "_init_pools", build_pool)
+    server_args = sglang_cpu.sglang_dist_env()
+    monkeypatch.setattr(*t.INIT_POOLS.owner(), build_pool)
     monkeypatch.setenv(ENV_PATTERN, PATTERN)
     model_config = sglang_cpu._model_config(sglang_cpu.tiny_dsa_config(), None, is_draft_model=False)
     fake = SimpleNamespace(model_config=model_config, kv_cache_dtype=torch.bfloat16, use_mla_backend=True,
-                           is_draft_worker=False, enable_hisparse=False, start_layer=0, end_layer=8)
+                           is_draft_worker=False, server_args=server_args)
+    if t.Attribute(t.MODEL_RUNNER, ("layer_info", "start_layer")).resolve() == "layer_info":
+        fake.layer_info = SimpleNamespace(start_layer=0, end_layer=8, num_effective_layers=8)
+    else:
+        fake.start_layer, fake.end_layer = 0, 8
+    if t.INIT_POOLS.chosen() is t.INIT_POOLS.alternatives[-1]:  # the model runner builds the pools
+        fake.enable_hisparse = False
     yield fake
     revert()
 
 
-def cell_size(runner):
-    from sglang.srt.model_executor.model_runner_kv_cache_mixin import ModelRunnerKVCacheMixin
+class Overridden:
+    """Server args with some values changed (resolved ServerArgs are read-only from 0.5.17)."""
 
-    return ModelRunnerKVCacheMixin.get_cell_size_per_token(runner, 8)
+    def __init__(self, base, **values):
+        self.__dict__.update(values, _base=base)
+
+    def __getattr__(self, name):
+        return getattr(self._base, name)
+
+
+def cell_size(runner):
+    owner, name = t.CELL_SIZE.owner()
+    sizing = getattr(owner, name)
+    if list(inspect.signature(sizing).parameters)[1] == "num_layers":  # a method of the model runner
+        return sizing(runner, 8)
+    return sizing(owner.__new__(owner), runner, 8)  # a pool configurator's, given the runner or its stand-in
 
 
 def init_pools(runner):
-    from sglang.srt.model_executor.model_runner_kv_cache_mixin import ModelRunnerKVCacheMixin
-
-    ModelRunnerKVCacheMixin._init_pools(runner)
+    owner, name = t.INIT_POOLS.owner()
+    getattr(owner, name)(runner)
     return runner.token_to_kv_pool
 
 
@@ -105,10 +128,8 @@ def test_buffers_kept_where_something_copies_every_layer(runner, monkeypatch, se
     if setting == "keep-env":
         monkeypatch.setenv("SGLANG_INDEXCACHE_KEEP_INDEX_CACHE", "1")
     else:
-        runner.server_args = SimpleNamespace(
-            enable_hierarchical_cache=setting == "hierarchical-cache",
-            disaggregation_mode="prefill" if setting == "pd-disaggregation" else "null",
-        )
+        runner.server_args = Overridden(runner.server_args, enable_hierarchical_cache=setting == "hierarchical-cache",
+                                        disaggregation_mode="prefill" if setting == "pd-disaggregation" else "null")
     apply_model_patches()
     assert cell_size(runner) == before
     assert all(b.shape[0] > 1 for b in init_pools(runner).index_k_with_scale_buffer)

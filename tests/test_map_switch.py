@@ -19,7 +19,12 @@ sglang_cpu.install_import_stubs()
 pytest.importorskip("sglang")
 
 from sglang_indexcache.names import ENV_PATTERN, ENV_SOURCE  # noqa: E402
-from sglang_indexcache.patches import REGISTRY, apply_model_patches, revert  # noqa: E402
+from sglang_indexcache.patches import (  # noqa: E402
+    REGISTRY,
+    apply_model_patches,
+    revert,
+    targets,  # noqa: E402
+)
 from sglang_indexcache.patches.main import map_switch_endpoint  # noqa: E402
 from sglang_indexcache.patches.state import COUNTERS  # noqa: E402
 from sglang_indexcache.patches.worker import map_switch  # noqa: E402
@@ -43,6 +48,9 @@ def sources(model) -> dict:
     return {m.__dict__[ROLE].layer: m.__dict__[ROLE].source for m in model.modules() if ROLE in m.__dict__}
 
 
+GRAPH_RUNNER = targets.GRAPH_RUNNERS.resolve()  # graph_runner, decode_cuda_graph_runner from 0.5.14
+
+
 class StandInScheduler:
     """What the switch touches on SGLang's Scheduler; ``idle`` says whether anything is still running."""
 
@@ -54,8 +62,16 @@ class StandInScheduler:
         self.server_args = SimpleNamespace(**{"disable_cuda_graph": True, "pp_size": 1,
                                               "enable_two_batch_overlap": False, "tokenizer_worker_num": 1,
                                               **server_args})
-        self.tp_worker = SimpleNamespace(model_runner=SimpleNamespace(model=model, graph_runner=None))
-        self.send_to_tokenizer = SimpleNamespace(send_output=lambda out, req: self.sent.append(out))
+        # Laid out as the installed SGLang lays out its scheduler and model runner (targets names them).
+        self.tp_worker = SimpleNamespace(model_runner=SimpleNamespace(model=model, **{GRAPH_RUNNER: None}))
+        sender = SimpleNamespace(send_output=lambda out, req: self.sent.append(out))
+        if targets.TOKENIZER_SENDER.resolve() == "ipc_channels":
+            self.ipc_channels = SimpleNamespace(send_to_tokenizer=sender)
+        else:
+            self.send_to_tokenizer = sender
+
+    def send_output(self, out, req):
+        self.sent.append(out)
 
     def is_fully_idle(self):
         return self.idle
@@ -79,7 +95,7 @@ def served(monkeypatch, tmp_path):
         for req in recv_reqs:
             out = self._request_dispatcher(req)
             if out is not None:
-                self.send_to_tokenizer.send_output(out, req)
+                self.send_output(out, req)
 
     monkeypatch.setattr(Scheduler, "init_request_dispatcher", init_request_dispatcher)
     monkeypatch.setattr(Scheduler, "process_input_requests", process_input_requests)
@@ -182,11 +198,11 @@ def test_layers_freed_at_startup_cannot_come_back(served):
 
 def test_refused_with_cuda_graphs_and_when_one_is_pending(served):
     scheduler = new_scheduler(served.model)
-    scheduler.tp_worker.model_runner.graph_runner = object()
+    setattr(scheduler.tp_worker.model_runner, GRAPH_RUNNER, object())
     scheduler.inbox.append(switch_req("FSSSFSSS"))
     loop_once(scheduler)
     assert not scheduler.sent[-1].ok and "--disable-cuda-graph" in scheduler.sent[-1].message
-    scheduler.tp_worker.model_runner.graph_runner = None
+    setattr(scheduler.tp_worker.model_runner, GRAPH_RUNNER, None)
     scheduler.idle = False
     first = switch_req("FSSSFSSS")
     scheduler.inbox += [first, switch_req("FSFSFSSS")]
@@ -560,7 +576,7 @@ def test_a_rank_that_times_out_keeps_every_rank_on_the_old_map(served, monkeypat
 
 def test_a_rank_that_refuses_keeps_every_rank_on_the_old_map(served, monkeypatch):
     ranks = [new_scheduler(served.model), new_scheduler(served.model)]
-    ranks[1].tp_worker.model_runner.graph_runner = object()  # this rank refuses
+    setattr(ranks[1].tp_worker.model_runner, GRAPH_RUNNER, object())  # this rank refuses
     tm = StandInTokenizerManager(served.model_path, ranks)
     response = run_with_schedulers(tm, post(switch_app(monkeypatch, tm, "secret"), {"index_topk_pattern": "FSSSFSSS"}))
     assert response.status_code == 409 and "--disable-cuda-graph" in response.json()["error"]

@@ -16,7 +16,7 @@ def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
     # From a copy without build/: setuptools reuses a stale build/lib, which hides packages missing from the list.
     src = tmp_path_factory.mktemp("src") / "tree"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns("build", "*.egg-info", ".git", ".venv", ".gpu*",
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns("build", "*.egg-info", ".git", ".venv*", ".gpu*",
                                                              "results", "__pycache__"))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(src)],

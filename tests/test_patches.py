@@ -124,6 +124,15 @@ def test_nextn_layer_keeps_its_indexer(patched):
     assert roles([draft]) == [None]
 
 
+def test_nextn_layer_is_full(patched):
+    """Draft layers run their own indexer under a map, also where SGLang (0.5.14+) would have them reuse the
+    previous draft step's top-k, and whatever native schedule keys the checkpoint carries."""
+    patched("FSSSFSSS")
+    (layer,) = build_decoder_layers(tiny_dsa_config(), [0], is_nextn=True, overrides={"index_topk_freq": 4})
+    assert layer.self_attn.skip_topk is False
+    assert layer.self_attn.next_skip_topk is False
+
+
 @pytest.mark.parametrize("overrides, pattern", [
     ({"index_topk_pattern": "FSFSSFFS"}, "FSFSSFFS"),
     ({"index_topk_freq": 4}, LayerMap.from_hf_config({"num_hidden_layers": 8, "index_topk_freq": 4}).pattern),

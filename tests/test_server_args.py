@@ -2,11 +2,9 @@
 
 import json
 import os
-from unittest import mock
 
 import pytest
 import sglang_cpu
-import torch
 
 sglang_cpu.install_import_stubs()
 pytest.importorskip("sglang")
@@ -15,6 +13,7 @@ from sglang_indexcache import MapError  # noqa: E402
 from sglang_indexcache.names import ENV_MAP, ENV_PATTERN, ENV_SOURCE  # noqa: E402
 from sglang_indexcache.patches import REGISTRY  # noqa: E402
 from sglang_indexcache.patches.main.server_args import apply_server_args  # noqa: E402
+from sglang_indexcache.patches.targets import SERVER_ARGS_CLASS  # noqa: E402
 
 pytestmark = pytest.mark.sglang
 
@@ -26,12 +25,10 @@ def server_args(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     (tmp_path / "config.json").write_text(json.dumps(sglang_cpu.tiny_dsa_config()))
     apply_server_args(REGISTRY)
-    from sglang.srt.server_args import ServerArgs
 
     def make(**overrides):
-        with mock.patch.object(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0)):
-            return ServerArgs(model_path=str(tmp_path), device="cuda", load_format="dummy",
-                              json_model_override_args=json.dumps(overrides))
+        return sglang_cpu.launch_server_args(model_path=str(tmp_path), device="cuda", load_format="dummy",
+                                             json_model_override_args=json.dumps(overrides))
 
     make.model_path = str(tmp_path)
     yield make
@@ -104,12 +101,9 @@ def test_autoload_request_detection():
     ('{"index_topk_freq": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
 ])
 def test_override_json_that_is_no_request_stops_the_launch(server_args, raw, words):
-    from sglang.srt.server_args import ServerArgs
-
     with pytest.raises(MapError, match=words):
-        with mock.patch.object(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0)):
-            ServerArgs(model_path=server_args.model_path, device="cuda", load_format="dummy",
-                       json_model_override_args=raw)
+        sglang_cpu.launch_server_args(model_path=server_args.model_path, device="cuda", load_format="dummy",
+                                      json_model_override_args=raw)
     assert ENV_PATTERN not in os.environ
 
 
@@ -128,3 +122,42 @@ def test_bad_switch_settings_stop_the_launch(server_args, monkeypatch, env, valu
     monkeypatch.setenv(env, value)
     with pytest.raises(MapError, match=words):
         server_args(index_topk_freq=2)
+
+
+GLM_5 = os.path.join(os.path.dirname(__file__), "..", "configs", "models", "glm-5")
+
+
+@pytest.mark.parametrize("request_keys", [
+    {"index_topk_freq": 4, "index_skip_topk_offset": 3},
+    {"indexcache_map": "glm-5/searched-1of4"},
+])
+def test_requested_map_reaches_sglangs_own_schedule_for_glm(tmp_path, monkeypatch, request_keys):
+    """transformers' GlmMoeDsaConfig always fills ``indexer_types`` (all Full) and SGLang 0.5.20+ reads it before
+    the frequency keys: the schedule SGLang itself derives from the launched server args must still be the map."""
+    model_config = pytest.importorskip("sglang.srt.configs.model_config")
+    if not hasattr(model_config, "dsa_layer_skips_topk"):
+        pytest.skip("this SGLang reads the schedule inside the attention layer (0.5.12.post1 and earlier)")
+    if not hasattr(SERVER_ARGS_CLASS.resolve(), "resolve_once") and "indexcache_map" in request_keys:
+        # Before 0.5.20 the map is not handed over: SGLang's native schedule never sees a map name, and the
+        # roles patch gives every layer its role from the map instead (test_patches.py).
+        pytest.skip("this SGLang is not handed the map (0.5.18 and earlier)")
+    for var in (ENV_MAP, ENV_PATTERN, ENV_SOURCE):
+        monkeypatch.delenv(var, raising=False)
+    import shutil
+
+    shutil.copy(os.path.join(GLM_5, "config.json"), tmp_path / "config.json")
+    # Only the main process's resolution is under test; the worker targets are probed in test_sglang_drift.py.
+    monkeypatch.setattr("sglang_indexcache.patches.main.server_args.check_worker_targets", lambda: None)
+    apply_server_args(REGISTRY)
+    try:
+        args = sglang_cpu.launch_server_args(model_path=str(tmp_path), device="cuda", load_format="dummy",
+                                             json_model_override_args=json.dumps(request_keys))
+        pattern = os.environ[ENV_PATTERN]
+        hf_config = model_config.ModelConfig.from_server_args(args).hf_config
+    finally:
+        REGISTRY.revert()
+        for var in (ENV_PATTERN, ENV_SOURCE):
+            os.environ.pop(var, None)
+    assert len(pattern) == 78 and pattern.count("F") < 78
+    native = "".join("S" if model_config.dsa_layer_skips_topk(hf_config, i) else "F" for i in range(78))
+    assert native == pattern

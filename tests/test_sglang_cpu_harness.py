@@ -81,12 +81,6 @@ def test_index_topk_pattern_override():
     assert layers[-1].self_attn.next_skip_topk is False
 
 
-def test_nextn_layer_is_full():
-    (layer,) = build_decoder_layers(tiny_dsa_config(), [0], is_nextn=True, overrides={"index_topk_freq": 4})
-    assert layer.self_attn.skip_topk is False
-    assert layer.self_attn.next_skip_topk is False
-
-
 def test_build_model():
     model = build_model(tiny_dsa_config(), overrides={"index_topk_freq": 4})
     assert type(model).__name__ == "DeepseekV3ForCausalLM"

@@ -25,6 +25,7 @@ from sglang_indexcache.patches.targets import (  # noqa: E402
     ATTENTION_CLASS,
     ATTRIBUTES,
     SERVER_ARGS_CLASS,
+    SUPPORTED,
     SUPPORTED_VERSIONS,
     Attribute,
     IncompatibleSGLang,
@@ -42,17 +43,18 @@ def test_every_attribute_read_with_a_default_exists(attribute):
 def test_missing_field_and_attribute_are_refused_by_name():
     with pytest.raises(IncompatibleSGLang, match=r"ServerArgs\.enable_hierarchical_kache not found"):
         Attribute(SERVER_ARGS_CLASS, "enable_hierarchical_kache").resolve()
-    with pytest.raises(IncompatibleSGLang, match=r"DeepseekV2AttentionMLA\.use_dsa not found"):
-        Attribute(ATTENTION_CLASS, "use_dsa").resolve()
+    with pytest.raises(IncompatibleSGLang, match=r"DeepseekV2AttentionMLA\.use_msa not found"):
+        Attribute(ATTENTION_CLASS, "use_msa").resolve()
 
 
 @pytest.fixture
 def renamed_use_nsa(monkeypatch):
-    """SGLang as it would read had it renamed ``self.use_nsa`` to ``self.use_dsa``."""
+    """SGLang as it would read had it renamed its DSA flag (``self.use_nsa``, ``self.use_dsa`` from 0.5.14) once
+    more, to a name the patches do not know."""
     real = inspect.getsource
 
     def getsource(obj):
-        return re.sub(r"\bself\.use_nsa\b", "self.use_dsa", real(obj))
+        return re.sub(r"\bself\.use_[nd]sa\b", "self.use_msa", real(obj))
 
     monkeypatch.setattr(targets.inspect, "getsource", getsource)
 
@@ -61,8 +63,9 @@ def test_renamed_attribute_refuses_the_launch(renamed_use_nsa, tmp_path, monkeyp
     with pytest.raises(IncompatibleSGLang) as e:
         check_worker_targets()
     message = str(e.value)
-    assert "DeepseekV2AttentionMLA.use_nsa not found" in message
-    assert f"Supported: sglang {', '.join(SUPPORTED_VERSIONS)} (installed: sglang 0.5.10.post1)" in message
+    assert "DeepseekV2AttentionMLA.use_dsa|use_nsa not found" in message
+    assert f"Supported: {SUPPORTED} (installed: sglang {targets.installed_version()})" in message
+    assert all(v in message for v in SUPPORTED_VERSIONS)
     # The main process refuses before any worker starts, although the map itself is fine.
     (tmp_path / "config.json").write_text(json.dumps(tiny_dsa_config()))
     monkeypatch.delenv("SGLANG_INDEXCACHE_PATTERN", raising=False)
@@ -70,7 +73,7 @@ def test_renamed_attribute_refuses_the_launch(renamed_use_nsa, tmp_path, monkeyp
     server_args = SimpleNamespace(json_model_override_args='{"index_topk_pattern": "FSSSFSSS"}',
                                   model_path=str(tmp_path), trust_remote_code=False, revision=None,
                                   load_format="dummy")
-    with pytest.raises(IncompatibleSGLang, match="use_nsa not found"):
+    with pytest.raises(IncompatibleSGLang, match="use_dsa|use_nsa not found"):
         resolve_in_main_process(server_args)
     import os
 
@@ -83,7 +86,8 @@ def test_dsa_model_built_without_indexers_is_refused(patched, monkeypatch):  # n
     patched("FSSSFSSS")
     from sglang.srt.models import deepseek_v2
 
-    monkeypatch.setattr(deepseek_v2, "is_deepseek_nsa", lambda config: False)
+    predicate = next(name for name in ("is_deepseek_dsa", "is_deepseek_nsa") if hasattr(deepseek_v2, name))  # 0.5.14
+    monkeypatch.setattr(deepseek_v2, predicate, lambda config: False)
     with pytest.raises(RuntimeError, match="built no DSA indexer"):
         build_model(tiny_dsa_config())
 
@@ -112,4 +116,24 @@ def test_shared_layer_reads_positional_arguments(patched):  # noqa: F811
 
 def test_sglang_dependency_is_bounded_to_the_tested_versions():
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["sglang"]
-    assert extra == [f"sglang=={v}" for v in SUPPORTED_VERSIONS]
+    assert extra == [f"sglang>={SUPPORTED_VERSIONS[0]},<={SUPPORTED_VERSIONS[-1]}"]
+
+
+def test_one_of_takes_the_first_alternative_that_resolves_and_names_all_when_none_does():
+    from sglang_indexcache.patches.targets import IncompatibleSGLang, OneOf, Target
+
+    newest, oldest = Target("json", "JSONDecoder"), Target("json", "loads", ("s",))
+    assert OneOf(Target("json", "NoSuchName"), oldest, newest).chosen() is oldest
+    assert OneOf(newest, oldest).resolve() is __import__("json").JSONDecoder
+    with pytest.raises(IncompatibleSGLang) as e:
+        OneOf(Target("json", "Gone"), Target("no_such_module_here", "X")).resolve()
+    assert "json.Gone" in str(e.value) and "no_such_module_here.X" in str(e.value)
+
+
+def test_attribute_alternatives_return_the_name_in_use():
+    from sglang_indexcache.patches.targets import ATTENTION_CLASS, SERVER_ARGS_CLASS, Attribute, IncompatibleSGLang
+
+    assert Attribute(SERVER_ARGS_CLASS, ("no_such_field", "model_path")).resolve() == "model_path"
+    assert Attribute(ATTENTION_CLASS, ("no_such_attribute", "indexer")).resolve() == "indexer"
+    with pytest.raises(IncompatibleSGLang, match="no_such_attribute|neither"):
+        Attribute(ATTENTION_CLASS, ("no_such_attribute", "neither")).resolve()

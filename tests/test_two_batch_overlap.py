@@ -12,6 +12,7 @@ prev_topk_indices is None`` gate around ``self.indexer(...)``; forward_absorb_co
 ``next_skip_topk``), and the indexer's kernels are a fake that returns a tensor unique to (layer, batch).
 """
 
+import contextlib
 from types import MethodType, SimpleNamespace
 
 import pytest
@@ -85,7 +86,18 @@ def run_tbo(layers, outputs):
         ops += [comm_prepare, layer.self_attn.op_prepare, layer.self_attn.op_core, collect, YieldOperation()]
     inputs = [{"hidden_states": torch.zeros(2, 4), "forward_batch": fb, "positions": None, "zero_allocator": None}
               for fb in outputs]
-    return execute_overlapped_operations(inputs, [ops, ops], [0, 0])
+    with model_runner_forward_context():
+        return execute_overlapped_operations(inputs, [ops, ops], [0, 0])
+
+
+def model_runner_forward_context():
+    """From 0.5.17 the executor reads the forward context the model runner opens around each forward (here one
+    whose attention backend is no TBO dispatcher, so both micro-batches run in it)."""
+    try:
+        from sglang.srt.model_executor.forward_context import ForwardContext, forward_context
+    except ImportError:
+        return contextlib.nullcontext()
+    return forward_context(ForwardContext(attn_backend=None))
 
 
 def build(pattern, overrides=None):

@@ -23,6 +23,7 @@ from sglang_indexcache.switching import check_switchable, switch_refusal, switch
 
 from ..process_map import requested_map
 from ..registry import PatchRegistry
+from ..table import SWITCHING, unavailable
 from ..targets import HTTP_APP, HTTP_SERVER, TYPE_DISPATCHER
 
 MAX_BODY_BYTES = 64 << 10
@@ -97,6 +98,9 @@ def apply_map_switch_endpoint(registry: PatchRegistry) -> None:
         return JSONResponse({**extra, "error": message}, status_code=status)
 
     async def indexcache_switch_map(request):
+        missing = unavailable(SWITCHING)  # the schedulers' half could not be patched into this SGLang
+        if missing:
+            return error(missing, 501)
         tm = http_server._global_state.tokenizer_manager
         try:
             refusal = switch_refusal(tm.server_args)

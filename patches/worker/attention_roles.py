@@ -10,7 +10,7 @@ import inspect
 
 from ..process_map import plan_for
 from ..registry import PatchRegistry
-from ..targets import ATTENTION_CLASS, ATTENTION_INIT
+from ..targets import ATTENTION_CLASS, ATTENTION_INIT, USES_DSA
 from .indexer_forward import ROLE, LayerRole
 from .shared_indexer_weights import drop_indexer_weights
 
@@ -19,17 +19,24 @@ def apply_attention_roles(registry: PatchRegistry) -> None:
     """Layers of a model built without a map are left alone (``plan_for`` is None)."""
     owner = ATTENTION_CLASS.resolve()
     signature = inspect.signature(ATTENTION_INIT.resolve())
+    dsa_flag = USES_DSA.resolve()  # use_nsa up to 0.5.12.post1, use_dsa after
 
     def make(original):
         def __init__(self, *args, **kwargs):
             original(self, *args, **kwargs)
-            if not self.use_nsa:  # present in every supported SGLang (targets.ATTRIBUTES)
+            if not getattr(self, dsa_flag):
                 return
             bound = signature.bind(self, *args, **kwargs)
             bound.apply_defaults()
             process_map = plan_for(bound.arguments["config"])
-            if process_map is None or bound.arguments["is_nextn"]:
-                return  # draft layers always run their own indexer
+            if process_map is None:
+                return
+            if bound.arguments["is_nextn"]:
+                # Draft layers always run their own indexer; SGLang 0.5.14+ would have them reuse the top-k of
+                # the previous draft step instead.
+                self.skip_topk = False
+                self.next_skip_topk = False
+                return
             layer = bound.arguments["layer_id"]
             effective = process_map.effective
             setattr(self.indexer, ROLE, LayerRole(layer, effective.is_full(layer), effective.source_layer(layer)))

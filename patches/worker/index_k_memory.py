@@ -3,12 +3,18 @@
 A Shared layer never runs its indexer (``indexer_forward``), so nothing reads or writes its index-key
 buffer (132 bytes per token per layer). Three hooks, all inside one model runner's pool set-up:
 
-- ``ModelRunnerKVCacheMixin.get_cell_size_per_token``: the per-token size SGLang divides free memory by
-  leaves out the Shared layers' index keys, so ``max_total_num_tokens`` grows accordingly;
-- ``ModelRunnerKVCacheMixin._init_pools``: says which of this runner's layers are Shared (none for a draft
-  worker: NextN/MTP layers keep their indexer) while the pools are built;
-- ``NSATokenToKVPool.__init__``: builds the pool with one-page index buffers, then gives Full layers their
-  full-size buffer and lets all Shared layers point at one shared page.
+- the cell size (``ModelRunnerKVCacheMixin.get_cell_size_per_token``; from 0.5.11
+  ``DefaultPoolConfigurator._compute_cell_size``): the per-token size SGLang divides free memory by leaves out
+  the Shared layers' index keys, so ``max_total_num_tokens`` grows accordingly;
+- the pool set-up (``ModelRunnerKVCacheMixin._init_pools``; from 0.5.17 ``KVCacheConfigurator._init_pools``):
+  says which of this runner's layers are Shared (none for a draft worker: NextN/MTP layers keep their indexer)
+  while the pools are built;
+- the DSA pool's ``__init__`` (``NSATokenToKVPool``, ``DSATokenToKVPool`` from 0.5.14): builds the pool with
+  one-page index buffers, then gives Full layers their full-size buffer and lets all Shared layers point at one
+  shared page.
+
+Both hooks on the set-up side get an object with the model runner's fields: the runner itself, or, from 0.5.17,
+the KV-cache configurator built from it (``eras``).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from sglang_indexcache.names import ENV_KEEP_INDEX_CACHE
 
 from ..process_map import plan_for
 from ..registry import PatchRegistry
-from ..targets import KV_MIXIN_CLASS, NSA_POOL_CLASS, NSA_POOL_INIT
+from ..targets import CELL_SIZE, DSA_POOL_CLASS, DSA_POOL_INIT, INIT_POOLS
+from .eras import hisparse, layer_range
 
 _SHARED_LAYERS: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
     "indexcache_shared", default=frozenset()
@@ -33,41 +40,44 @@ _SHARED_LAYERS: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
 
 def shared_local_layers(runner) -> frozenset[int]:
     """This runner's layers whose index-key cache is left out: empty for draft workers, without a map, and
-    where another component copies every layer's index buffer (host-memory cache, PD disaggregation)."""
+    where another component copies every layer's index buffer (host-memory cache, PD disaggregation).
+    ``runner``: the model runner or the KV-cache configurator (0.5.17)."""
     if getattr(runner, "is_draft_worker", False) or not _may_drop_buffers(runner):
         return frozenset()
     process_map = plan_for(runner.model_config.hf_config)
     if process_map is None:
         return frozenset()
     effective = process_map.effective
-    return frozenset(l for l in range(runner.start_layer, runner.end_layer) if not effective.is_full(l))
+    return frozenset(l for l in range(*layer_range(runner)) if not effective.is_full(l))
 
 
 def index_bytes_per_token(pool_cls) -> int:
     element = torch.empty((), dtype=pool_cls.index_k_with_scale_buffer_dtype).element_size()
-    head_dim = 128  # NSATokenToKVPool asserts index_head_dim == 128
+    head_dim = 128  # the DSA pool asserts index_head_dim == 128
     return (head_dim + head_dim // pool_cls.quant_block_size * 4) * element
 
 
 def apply_index_k_memory(registry: PatchRegistry) -> None:
-    mixin, pool_cls = KV_MIXIN_CLASS.resolve(), NSA_POOL_CLASS.resolve()
-    pool_signature = inspect.signature(NSA_POOL_INIT.resolve())
+    pool_cls = DSA_POOL_CLASS.resolve()
+    pool_signature = inspect.signature(DSA_POOL_INIT.resolve())
+    cell_size_signature = inspect.signature(CELL_SIZE.resolve())
     per_layer = index_bytes_per_token(pool_cls)
 
     def make_cell_size(original):
-        def get_cell_size_per_token(self, num_layers):
-            size = original(self, num_layers)
-            if _builds_plain_nsa_pool(self):
-                size -= len(shared_local_layers(self)) * per_layer
+        def cell_size(self, *args, **kwargs):
+            size = original(self, *args, **kwargs)
+            runner = _sizing_runner(cell_size_signature.bind(self, *args, **kwargs))
+            if _builds_plain_dsa_pool(runner):
+                size -= len(shared_local_layers(runner)) * per_layer
             return size
 
-        return get_cell_size_per_token
+        return cell_size
 
     def make_init_pools(original):
-        def _init_pools(self):
+        def _init_pools(self, *args, **kwargs):
             token = _SHARED_LAYERS.set(shared_local_layers(self))
             try:
-                return original(self)
+                return original(self, *args, **kwargs)
             finally:
                 _SHARED_LAYERS.reset(token)
 
@@ -88,8 +98,8 @@ def apply_index_k_memory(registry: PatchRegistry) -> None:
 
         return __init__
 
-    registry.wrap(mixin, "get_cell_size_per_token", make_cell_size, patch="index_k_memory")
-    registry.wrap(mixin, "_init_pools", make_init_pools, patch="index_k_memory")
+    registry.wrap(*CELL_SIZE.owner(), make_cell_size, patch="index_k_memory")
+    registry.wrap(*INIT_POOLS.owner(), make_init_pools, patch="index_k_memory")
     registry.wrap(pool_cls, "__init__", make_pool_init, patch="index_k_memory")
 
 
@@ -103,14 +113,21 @@ def _may_drop_buffers(runner) -> bool:
     )
 
 
-def _builds_plain_nsa_pool(runner) -> bool:
+def _sizing_runner(bound):
+    """What the cell size is computed for: the model runner itself (``self``, up to 0.5.10.post1), or the runner
+    or KV-cache configurator handed to the pool configurator (from 0.5.11: the argument before ``num_layers``)."""
+    arguments = list(bound.arguments.values())
+    return arguments[1] if len(arguments) > 2 else arguments[0]
+
+
+def _builds_plain_dsa_pool(runner) -> bool:
     """The token budget shrinks only where the pool does (HiSparse pools keep every buffer)."""
-    return bool(getattr(runner, "use_mla_backend", False)) and not getattr(runner, "enable_hisparse", False)
+    return bool(getattr(runner, "use_mla_backend", False)) and not hisparse(runner)
 
 
 def _grow_full_layers(pool, shared: frozenset[int], tokens: int) -> None:
     one_page = pool.index_k_with_scale_buffer[0]
-    # NSATokenToKVPool's own sizing of an index buffer holding `tokens` tokens.
+    # The DSA pool's own sizing of an index buffer holding `tokens` tokens.
     pages = (tokens + pool.page_size + 1) // pool.page_size
     custom = getattr(pool, "custom_mem_pool", None)
     with torch.cuda.use_mem_pool(custom) if custom else nullcontext():

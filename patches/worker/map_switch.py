@@ -25,6 +25,7 @@ from ..process_map import plan
 from ..registry import PatchRegistry
 from ..state import COUNTERS, set_switched, startup_map
 from ..targets import SCHEDULER_CLASS, TYPE_DISPATCHER
+from .eras import graph_runners, tokenizer_sender
 from .indexer_forward import ROLE, LayerRole
 from .scheduler_status import status
 
@@ -46,6 +47,7 @@ def apply_map_switch(registry: PatchRegistry) -> None:
 
     cls = SCHEDULER_CLASS.resolve()
     dispatcher_cls = TYPE_DISPATCHER.resolve()
+    sender = tokenizer_sender()
 
     def make_dispatcher(original):
         def init_request_dispatcher(self):
@@ -64,7 +66,7 @@ def apply_map_switch(registry: PatchRegistry) -> None:
             if getattr(self, PENDING, None) is not None:
                 answer = advance(self)
                 if answer is not None:
-                    self.send_to_tokenizer.send_output(*answer)
+                    sender(self).send_output(*answer)
 
         return process_input_requests
 
@@ -173,7 +175,7 @@ def _process_map_for(req):
 
 def _scheduler_refusal(scheduler) -> str | None:
     runner = _model_runner(scheduler)
-    if getattr(runner, "graph_runner", None) is not None:
+    if graph_runners(runner):
         return "this server captured CUDA graphs; runtime map switching needs --disable-cuda-graph"
     return switch_refusal(scheduler.server_args)
 

@@ -19,7 +19,7 @@ from ..arguments import Argument
 from ..process_map import plan_for
 from ..registry import PatchRegistry
 from ..state import COUNTERS, STATE, set_active
-from ..targets import GLOBAL_SERVER_ARGS, INDEXER_CLASS, MODEL_CLASS, MODEL_FORWARD
+from ..targets import GLOBAL_SERVER_ARGS, INDEXER_CLASS, MODEL_CLASS, MODEL_FORWARD, USES_DSA
 from .indexer_forward import ROLE, SLOT
 from .scheduler_status import Metrics
 
@@ -56,16 +56,27 @@ def apply_model_checks(registry: PatchRegistry) -> None:
             logger.info(process_map.startup_line(f"pid {os.getpid()}, rank {rank}"))
             set_active(process_map, rank)
             if getattr(GLOBAL_SERVER_ARGS.resolve()(), "enable_metrics", False):
-                STATE.metrics = Metrics(rank)
+                STATE.metrics = _metrics(rank)
 
         return __init__
 
     registry.wrap(cls, "__init__", make_init, patch="model_checks")
 
 
+def _metrics(rank: int):
+    """The Prometheus exporter; an optional feature, so one that cannot start is a warning, not a refusal."""
+    try:
+        return Metrics(rank)
+    except Exception as e:  # noqa: BLE001 - prometheus_client absent or its registry refusing our names
+        logger.warning("IndexCache: metrics is unavailable here: %s: %s; serving the map without them",
+                       type(e).__name__, e)
+        return None
+
+
 def apply_model_forward_reset(registry: PatchRegistry) -> None:
     batch_arg = Argument(MODEL_FORWARD.resolve(), "forward_batch", MODEL_FORWARD.dotted)
     debug_file = os.environ.get(ENV_DEBUG_FILE)
+    dsa_flag = USES_DSA.resolve() if debug_file else None
 
     def make_forward(original):
         def forward(self, *args, **kwargs):
@@ -78,7 +89,7 @@ def apply_model_forward_reset(registry: PatchRegistry) -> None:
             if STATE.metrics is not None:
                 STATE.metrics.maybe_flush()
             if debug_file and not torch.cuda.is_current_stream_capturing():
-                _dump_debug(debug_file, self, forward_batch)
+                _dump_debug(debug_file, self, forward_batch, dsa_flag)
             return out
 
         return forward
@@ -91,12 +102,12 @@ def _layer_of(module_name: str) -> int | str:
     return int(parts[1]) if len(parts) > 1 and parts[0] == "layers" and parts[1].isdigit() else module_name
 
 
-def _dump_debug(path: str, model, forward_batch) -> None:
+def _dump_debug(path: str, model, forward_batch, dsa_flag: str) -> None:
     """Verification aid (synchronises the GPU): counters, and which layers' index-key cache holds any data."""
     pool = forward_batch.token_to_kv_pool
     written = {}
     for i in range(model.start_layer, model.end_layer):
-        if getattr(model.layers[i].self_attn, "use_nsa", False):
+        if getattr(model.layers[i].self_attn, dsa_flag, False):
             written[i] = bool(pool.get_index_k_with_scale_buffer(i).any().item())
     state = {**COUNTERS.snapshot(), "index_k_written": written, "pid": os.getpid()}
     with open(f"{path}.{os.getpid()}", "w") as f:

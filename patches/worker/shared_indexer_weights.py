@@ -1,10 +1,11 @@
 """Shared layers carry no indexer weights, and checkpoints need none for them.
 
-A Shared layer never runs its indexer, so its projections (``wq_b``, ``wk``, ``weights_proj``) and
-``k_norm`` are removed right after the layer is built (about 14M parameters per layer at DeepSeek-V3.2's
-size; SGLang empties the allocator cache before sizing the KV pool, so the memory goes to KV). The checkpoint
-tensors of those modules are dropped before SGLang's loader sees them, so checkpoints that ship no indexer
-weights for Shared layers (GLM-5.2) and checkpoints that do both load cleanly. NextN/MTP layers keep theirs.
+A Shared layer never runs its indexer, so its projections (``wq_b``, ``wk``, ``weights_proj``; the last two
+fused as ``wk_weights_proj`` from 0.5.17) and ``k_norm`` are removed right after the layer is built (about 14M
+parameters per layer at DeepSeek-V3.2's size; SGLang empties the allocator cache before sizing the KV pool, so
+the memory goes to KV). The checkpoint tensors of those modules are dropped before SGLang's loader sees them, so
+checkpoints that ship no indexer weights for Shared layers (GLM-5.2) and checkpoints that do both load cleanly.
+NextN/MTP layers keep theirs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ..process_map import plan_for
 from ..registry import PatchRegistry
 from ..targets import CAUSAL_LM_CLASS, LOAD_WEIGHTS
 
-WEIGHT_MODULES = ("wq_b", "wk", "weights_proj", "k_norm")
+WEIGHT_MODULES = ("wq_b", "wk", "weights_proj", "wk_weights_proj", "k_norm")
 _INDEXER_WEIGHT = re.compile(r"^model\.layers\.(\d+)\.self_attn\.indexer\.")
 
 

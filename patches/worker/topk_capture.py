@@ -23,14 +23,8 @@ from sglang_indexcache.analysis.capture_files import DEFAULT_MAX_BYTES, DEFAULT_
 from sglang_indexcache.names import ENV_CAPTURE_DIR, ENV_CAPTURE_MAX_BYTES, ENV_CAPTURE_MAX_TOKENS
 
 from ..registry import PatchRegistry
-from ..targets import (
-    ATTENTION_TP_RANK,
-    CAUSAL_LM_CLASS,
-    CAUSAL_LM_FORWARD,
-    INDEXER_CLASS,
-    INDEXER_FORWARD_CUDA,
-    IncompatibleSGLang,
-)
+from ..targets import CAUSAL_LM_CLASS, CAUSAL_LM_FORWARD, INDEXER_CLASS, INDEXER_FORWARD_CUDA, IncompatibleSGLang
+from .eras import attention_tp_rank
 
 logger = logging.getLogger("sglang_indexcache")
 PENDING = "_indexcache_capture"  # ForwardBatch attribute: {rid: {"layers": {layer: rows}, "positions": ...}}
@@ -145,7 +139,7 @@ def apply_topk_capture(registry: PatchRegistry, sink: CaptureSink | None = None)
 
 def _is_writer() -> bool:
     try:
-        return ATTENTION_TP_RANK.resolve()() == 0
+        return attention_tp_rank() == 0
     except (IncompatibleSGLang, AssertionError, AttributeError):
         import torch.distributed as dist
 

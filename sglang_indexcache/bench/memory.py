@@ -40,10 +40,16 @@ def without(flags: list[str], name: str) -> list[str]:
     return flags[:i] + flags[i + 2:]
 
 
+DECODE_BACKEND_FLAGS = ("--dsa-decode-backend", "--nsa-decode-backend")  # the nsa name is an alias from 0.5.14
+
+
 def backend_flags(extra: list[str], kv_dtype: str) -> list[str]:
-    """SGLang decodes an fp8 DSA cache with ``flashmla_kv`` on Hopper; a bf16-only decode backend is swapped."""
-    if kv_dtype == "fp8_e4m3" and "--nsa-decode-backend" in extra:
-        return [*without(extra, "--nsa-decode-backend"), "--nsa-decode-backend", "flashmla_kv"]
+    """SGLang decodes an fp8 DSA cache with ``flashmla_kv`` on Hopper; a bf16-only decode backend is swapped
+    under whichever name the server arguments gave it."""
+    if kv_dtype == "fp8_e4m3":
+        for flag in DECODE_BACKEND_FLAGS:
+            if flag in extra:
+                return [*without(extra, flag), flag, "flashmla_kv"]
     return extra
 
 

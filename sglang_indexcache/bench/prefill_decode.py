@@ -5,13 +5,15 @@ figure is also given as a ratio to it. Prompts are fresh random token ids, so th
 prefix. Prints a table and writes ``bench.json`` and ``bench.png``; ``scripts/bench_prefill_decode.py`` is its
 command line.
 
-A map spec is ``NAME=MAP``; an empty MAP runs SGLang without IndexCache. With ``url`` it measures one
+A map spec is ``NAME=MAP``; an empty MAP runs SGLang without IndexCache, ``native:FSSS...`` SGLang's own sharing
+of that pattern (``index_topk_pattern``) without IndexCache. With ``url`` it measures one
 server that is already running instead (one map, no launching).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import statistics
 from dataclasses import dataclass, field
@@ -121,11 +123,22 @@ def plot(results: dict, speedups: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+NATIVE = "native:"  # NAME=native:FSSS...: SGLang's own sharing of that F/S pattern, IndexCache off
+
+
 def server_env(spec: str | None) -> dict:
-    """The environment of a server serving map ``spec`` (a file or shipped name); stock SGLang without one."""
-    if not spec:
+    """The environment of a server serving map ``spec`` (a file or shipped name); stock SGLang without one or
+    with a ``native:`` pattern."""
+    if not spec or spec.startswith(NATIVE):
         return {"SGLANG_INDEXCACHE_DISABLE": "1"}
     return {"SGLANG_INDEXCACHE_MAP": spec}
+
+
+def server_flags(spec: str | None) -> list[str]:
+    """A ``native:`` pattern goes to SGLang as its own schedule key."""
+    if spec and spec.startswith(NATIVE):
+        return ["--json-model-override-args", json.dumps({"index_topk_pattern": spec[len(NATIVE):]})]
+    return []
 
 
 def run(args: Options) -> dict:
@@ -142,10 +155,10 @@ def run(args: Options) -> dict:
         launch = args.server_args.split() + (["--load-format", args.load_format] if args.load_format else [])
         for spec in args.map:
             name, _, map_ = spec.partition("=")
-            with Server(name, args.model, args.port, launch, env=server_env(map_), logdir=args.out) as server:
-                measured[name] = asyncio.run(
-                    measure(server.url, args.lengths, args.decode_lengths, args.decode_tokens, args.repeats, args.seed)
-                )
+            with Server(name, args.model, args.port, [*launch, *server_flags(map_)], env=server_env(map_),
+                        logdir=args.out) as server:
+                measured[name] = asyncio.run(measure(server.url, args.lengths, args.decode_lengths,
+                                                    args.decode_tokens, args.repeats, args.seed))
     speedups = ratios(measured, next(iter(measured)))
     report = {
         "results": measured,

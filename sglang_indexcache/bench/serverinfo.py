@@ -9,6 +9,11 @@ def server_info(url: str) -> dict:
     return requests.get(f"{url}/server_info", timeout=30).json()
 
 
+def served_version(url: str) -> str | None:
+    """The SGLang release the server runs (``version`` in ``/server_info``; None where it does not say)."""
+    return server_info(url).get("version")
+
+
 def _scheduler_state(info: dict) -> dict:
     return (info.get("internal_states") or [{}])[0]
 

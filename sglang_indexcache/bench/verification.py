@@ -42,6 +42,7 @@ from . import results, verdict
 from .client import flush_cache, greedy, random_prompt
 from .patterns import native_patterns
 from .server import Server, map_file, num_layers
+from .serverinfo import served_version
 
 WHAT = "verify_gpu: IndexCache against stock and native SGLang"
 
@@ -61,6 +62,7 @@ class Options:
     quick: bool = False
     schedule_model: str | None = None
     report: Path | None = None
+    sglang: str | None = None  # the SGLang release every server must report (e.g. 0.5.17 for the 0.5.17 kit)
 
 
 SHORT = [97, 1500]
@@ -119,6 +121,14 @@ def run_suite(port: int, ps: list[list[int]], quick: bool = False) -> dict:
     return out
 
 
+def check_release(served: str | None, expected: str | None) -> None:
+    """A comparison is only about the release it names: a server of another one (a kit not sourced, another
+    SGLang on the path) stops that server's checks."""
+    if expected and (served or "").split("+")[0] != expected:
+        raise RuntimeError(f"the server runs SGLang {served}, not {expected} (--sglang): source the kit of that "
+                           "release (e.g. .gpukit/setup.sh) or drop --sglang")
+
+
 def time_prefill(port: int, length: int, repeats: int) -> list[float]:
     rng = np.random.default_rng(7)
     times = []
@@ -172,7 +182,7 @@ def run(args: Options) -> list[dict]:
     if n_gpus >= 2:
         servers += [
             ServerSpec("ours-1of4-tp2", overrides={"indexcache_map": map_file(tmp, "quarter", quarter)},
-                   args=["--tp", "2"], gpus=2),
+                   args=["--tp-size", "2"], gpus=2),
             ServerSpec("ours-1of4-pp2", overrides={"indexcache_map": map_file(tmp, "quarter", quarter)},
                    args=["--pp-size", "2"], gpus=2),
         ]
@@ -188,7 +198,7 @@ def run(args: Options) -> list[dict]:
     if args.only:
         servers = [s for s in servers if s.name in args.only]
     ps = prompts()
-    measured, timings, failures = {}, {}, {}
+    measured, timings, failures, served = {}, {}, {}, {}
 
     def serve_and_check(s: ServerSpec, gpu_ids: str, port: int) -> None:
         t0 = time.time()
@@ -207,6 +217,8 @@ def run(args: Options) -> list[dict]:
                     stack.callback(server.__exit__, None, None, None)
                     server.wait_for_log(*POOL_ALLOCATED)
                 server.wait_until(server._healthy, "healthy")
+                served[s.name] = served_version(server.url)
+                check_release(served[s.name], args.sglang)
                 measured[s.name] = run_suite(port, ps, args.quick)
                 if s.name in ("stock", "ours-allF", "ours-1of4") and args.repeats > 0:
                     timings[s.name] = time_prefill(port, args.prefill_len, args.repeats)
@@ -222,7 +234,8 @@ def run(args: Options) -> list[dict]:
     def save_raw() -> dict:
         counters = {f.name: json.loads(f.read_text()) for f in tmp.glob("counters.*")}
         raw = {"results": dict(measured), "timings": dict(timings), "failures": dict(failures),
-               "counters": counters, "patterns": patterns, "prefill_len": args.prefill_len}
+               "counters": counters, "patterns": patterns, "prefill_len": args.prefill_len,
+               "sglang_served": dict(served)}
         results.write(args.out / "raw.json", WHAT, args, raw, indent=None)
         return raw
 
@@ -244,7 +257,8 @@ def run(args: Options) -> list[dict]:
     raw = save_raw()
     rows = report(raw)
     results.write(args.out / "verify.json", WHAT, args,
-                  {"rows": rows, "patterns": patterns, "prefill_s": timings, "failures": failures})
+                  {"rows": rows, "patterns": patterns, "prefill_s": timings, "failures": failures,
+                   "sglang_served": served})
     for name, why in failures.items():
         print(f"FAILED {name}: {why}")
     print("\nstart-up lines:")

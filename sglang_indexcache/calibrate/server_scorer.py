@@ -104,7 +104,7 @@ class ServerScorer:
         return loss
 
     def _score_once(self, pattern: str) -> float:
-        answer = switch_map(self.url, self.key, index_topk_pattern=pattern)
+        answer = switch_map(self.url, self.key, index_topk_pattern=pattern, timeout=self.timeout_s)
         served = {state["pattern"] for state in answer["dp_ranks"]}
         if served != {pattern}:
             raise InputError(
