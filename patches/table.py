@@ -46,13 +46,24 @@ class Patch:
     feature: str | None = None  # an optional patch's feature, as operators know it (FEATURES)
     reads: tuple[Target | Attribute, ...] = ()  # other SGLang names it calls or reads
     enabled_by: str | None = None  # an environment variable without which the patch is off (nothing probed)
+    # "module:function": True where SGLang itself does this patch's work for the served map (then it is neither
+    # applied nor probed)
+    native: str | None = None
 
     def function(self):
         module, _, name = self.apply.partition(":")
         return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
     def enabled(self, environ=os.environ) -> bool:
-        return self.enabled_by is None or bool(environ.get(self.enabled_by))
+        if self.enabled_by is not None and not environ.get(self.enabled_by):
+            return False
+        return not self.is_native()
+
+    def is_native(self) -> bool:
+        if self.native is None:
+            return False
+        module, _, name = self.native.partition(":")
+        return bool(getattr(importlib.import_module(f"{__package__}.{module}"), name)())
 
 
 STATUS, SWITCHING, CAPTURE = "status", "runtime switching", "capture"
@@ -95,7 +106,9 @@ PATCHES: tuple[Patch, ...] = (
             "layers, so max_total_num_tokens grows; draft (NextN) pools and HiSparse pools keep every buffer",
         upstream="native since 0.5.18 (skip_topk_layers); 0.5.16 moved the pool set-up to KVCacheConfigurator",
         remove_when="every supported SGLang is 0.5.18 or later",
-        reads=(t.DSA_POOL_CLASS,)),
+        reads=(t.DSA_POOL_CLASS, t.Attribute(t.DSA_POOL_CLASS, "custom_mem_pool"),
+               t.Attribute(t.DSA_POOL_CLASS, "index_k_with_scale_buffer")),
+        native="worker.eras:sglang_sizes_shared_layers"),
     Patch(
         "shared_indexer_weights", WORKER, t.DEEPSEEK, (t.LOAD_WEIGHTS,),
         "worker.shared_indexer_weights:apply_shared_indexer_weights",

@@ -252,8 +252,6 @@ ATTRIBUTES = (
     TOKENIZER_SENDER,
     Attribute(MODEL_RUNNER, ("layer_info", "start_layer")),  # layer_info.start_layer/end_layer from 0.5.17
     Attribute(MODEL_RUNNER, ("layer_info", "end_layer")),
-    Attribute(DSA_POOL_CLASS, "custom_mem_pool"),
-    Attribute(DSA_POOL_CLASS, "index_k_with_scale_buffer"),
     Attribute(TOKENIZER_MANAGER, "is_pause"),
     *(Attribute(SERVER_ARGS_CLASS, name) for name in (
         "json_model_override_args", "model_path", "trust_remote_code", "revision", "load_format",

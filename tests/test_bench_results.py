@@ -16,6 +16,8 @@ from sglang_indexcache.bench.verification import Options as VerifyOptions
 from sglang_indexcache.bench.verification import run as verify
 from sglang_indexcache.layer_map import LayerMap
 
+pytestmark = pytest.mark.sglang  # reads what SGLang is installed, or SGLang's names in our sources
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((ROOT / "scripts").glob("*.py"))
 

@@ -19,8 +19,14 @@ from sglang_indexcache.names import ENV_PATTERN  # noqa: E402
 from sglang_indexcache.patches import apply_model_patches, revert  # noqa: E402
 from sglang_indexcache.patches import targets as t  # noqa: E402
 from sglang_indexcache.patches.process_map import plan_for  # noqa: E402
+from sglang_indexcache.patches.worker.eras import sglang_sizes_shared_layers  # noqa: E402
 
-pytestmark = pytest.mark.sglang
+pytestmark = [
+    pytest.mark.sglang,
+    # There SGLang is handed the map as indexer_types and sizes Shared layers itself (test_server_args.py checks
+    # the schedule it derives); the patch is neither applied nor probed (test_native_row_is_neither_applied_nor_probed).
+    pytest.mark.skipif(sglang_sizes_shared_layers(), reason="SGLang sizes Shared layers' index-key cache itself"),
+]
 PATTERN = "FFSSSFSS"
 POOL_ARGS = dict(size=1000, page_size=64, kv_lora_rank=512, dtype=torch.bfloat16, qk_rope_head_dim=64, layer_num=8,
                  device="cpu", index_head_dim=128, enable_memory_saver=False, kv_cache_dim=576, start_layer=0,

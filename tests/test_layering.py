@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.sglang  # reads what SGLang is installed, or SGLang's names in our sources
+
 ROOT = Path(__file__).resolve().parents[1]
 # Where each installed package's source lives in the repository (pyproject.toml's package-dir).
 PACKAGES = {"sglang_indexcache": ROOT / "sglang_indexcache", "sglang_indexcache.patches": ROOT / "patches",

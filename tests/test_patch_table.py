@@ -131,3 +131,15 @@ def test_revert_resets_every_piece_of_process_state(requested):
     assert snap["calls"] == {} and snap["forwards"] == 0 and snap["generation"] == generation + 1
     reset()  # also on its own
     assert STATE.plans == {}
+
+
+def test_native_row_is_neither_applied_nor_probed(monkeypatch):
+    """A row whose work SGLang does itself is off: not applied, its targets and reads not probed."""
+    from sglang_indexcache.patches import table
+
+    row = next(p for p in table.PATCHES if p.name == "index_k_memory")
+    assert row.native is not None
+    monkeypatch.setattr("sglang_indexcache.patches.worker.eras.sglang_sizes_shared_layers", lambda: True)
+    assert row.is_native() and not row.enabled()
+    monkeypatch.setattr("sglang_indexcache.patches.worker.eras.sglang_sizes_shared_layers", lambda: False)
+    assert not row.is_native() and row.enabled()

@@ -49,6 +49,11 @@ def roles(layers):
 
 @pytest.mark.parametrize("target", ALL_TARGETS, ids=lambda t: t.dotted)
 def test_every_target_exists_with_its_signature(target):
+    from sglang_indexcache.patches.table import PATCHES
+
+    users = [p for p in PATCHES if target in (*p.targets, *p.reads)]
+    if all(p.is_native() for p in users):
+        pytest.skip("only patches whose work this SGLang does itself use it")
     assert target.resolve() is not None
 
 
@@ -74,9 +79,12 @@ def test_apply_and_revert_are_exact(patched):
     assert Indexer.forward.__indexcache_patch__ == "indexer_forward"
     assert DeepseekV2AttentionMLA.__init__ is not before["attn_init"]
     assert DeepseekV2Model.forward.__wrapped__ is before["model_forward"]
-    assert len(REGISTRY.applied()) == 11
+    from sglang_indexcache.patches.table import PATCHES
+
+    native = sum(len(p.targets) for p in PATCHES if p.is_native())  # rows SGLang does itself are not applied
+    assert len(REGISTRY.applied()) == 11 - native
     apply_model_patches()  # idempotent
-    assert len(REGISTRY.applied()) == 11
+    assert len(REGISTRY.applied()) == 11 - native
     revert()
     assert "forward" not in Indexer.__dict__ and Indexer.forward is MultiPlatformOp.forward
     assert DeepseekV2AttentionMLA.__dict__["__init__"] is before["attn_init"]

@@ -6,7 +6,7 @@ and reads it; no patch tests a version string.
 
 from __future__ import annotations
 
-from ..targets import ATTENTION_TP_RANK, GRAPH_RUNNERS, TOKENIZER_SENDER
+from ..targets import ATTENTION_TP_RANK, GRAPH_RUNNERS, SERVER_ARGS_RESOLUTION, TOKENIZER_SENDER, IncompatibleSGLang
 
 
 def graph_runners(runner) -> list:
@@ -43,3 +43,13 @@ def attention_tp_rank() -> int:
     chosen = ATTENTION_TP_RANK.chosen()
     value = chosen.resolve()()
     return value.attn_tp_rank if chosen.qualname == "get_parallel" else value  # 0.5.17: a ParallelContext
+
+
+def sglang_sizes_shared_layers() -> bool:
+    """Where the main process hands the map to SGLang as ``indexer_types`` before the model is built (0.5.20+,
+    ``server_args.hand_over``), SGLang itself allocates no index-key cache for Shared layers and sizes its pool
+    for the Full ones (0.5.18+), so ``index_k_memory`` stays out (its pool seam is a read-only property there)."""
+    try:
+        return SERVER_ARGS_RESOLUTION.chosen().qualname == "ServerArgs.resolve_once"
+    except IncompatibleSGLang:
+        return False
