@@ -72,6 +72,8 @@ STATE = ProcessState()
 
 def reset() -> None:
     """Forget everything this process recorded (the patches themselves are undone by ``revert()``)."""
+    if STATE.metrics is not None:
+        STATE.metrics.stop()  # its publishing thread
     STATE.__init__()
     COUNTERS.reset()
 

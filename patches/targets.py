@@ -190,6 +190,8 @@ ATTENTION_INIT = Target(DEEPSEEK, "DeepseekV2AttentionMLA.__init__", ("config", 
 MODEL_CLASS = Target(DEEPSEEK, "DeepseekV2Model")
 MODEL_INIT = Target(DEEPSEEK, "DeepseekV2Model.__init__", ("config",))
 MODEL_FORWARD = Target(DEEPSEEK, "DeepseekV2Model.forward", ("forward_batch",))
+# Read by the verification aid only; ForwardBatch.token_to_kv_pool before 0.5.16.
+FORWARD_KV_POOL = Target("sglang.srt.model_executor.forward_context", "get_token_to_kv_pool")
 CAUSAL_LM_CLASS = Target(DEEPSEEK, "DeepseekV2ForCausalLM")
 LOAD_WEIGHTS = Target(DEEPSEEK, "DeepseekV2ForCausalLM.load_weights", ("weights", "is_nextn"))
 CAUSAL_LM_FORWARD = Target(DEEPSEEK, "DeepseekV2ForCausalLM.forward", ("input_ids", "positions", "forward_batch"))

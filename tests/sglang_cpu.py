@@ -358,3 +358,23 @@ def build_model(hf_config: dict, overrides: dict | None = None) -> torch.nn.Modu
     model_cls, _ = get_model_architecture(model_config)
     with _on_meta_device(model_config.dtype):
         return model_cls(config=model_config.hf_config, quant_config=None)
+
+
+@contextlib.contextmanager
+def dispatching_as_on_cuda(monkeypatch) -> Iterator[None]:
+    """Ops built inside dispatch to ``forward_cuda`` as on a CUDA machine. SGLang's ``MultiPlatformOp`` (to
+    0.5.17) binds the platform's forward at construction, so the flag is set only while building; its
+    ``BaseFusedOp`` (0.5.23) resolves it at the first call, so the platform stays CUDA for the test."""
+    try:
+        fused_op = importlib.import_module("sglang.kernels.fused_op")
+    except ImportError:
+        fused_op = None
+    if fused_op is not None and hasattr(fused_op, "_platform_key"):
+        monkeypatch.setattr(fused_op, "_platform_key", lambda: "cuda")
+        yield
+        return
+    monkeypatch.setattr("sglang.srt.layers.utils.multi_platform._is_cuda", True)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr("sglang.srt.layers.utils.multi_platform._is_cuda", False)

@@ -44,16 +44,20 @@ SERVE = textwrap.dedent("""
     import json, logging, os, sys
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
     import sglang_cpu
-    sglang_cpu.launch_server_args(model_path={model!r}, device="cuda", load_format={load_format!r},
-                                  json_model_override_args={overrides!r})
+    server_args = sglang_cpu.launch_server_args(model_path={model!r}, device="cuda", load_format={load_format!r},
+                                                json_model_override_args={overrides!r})
     print("PATTERN", os.environ.get("SGLANG_INDEXCACHE_PATTERN"))
     if os.environ.get("SGLANG_INDEXCACHE_PATTERN") and {build}:
         from sglang_indexcache.patches.worker.indexer_forward import ROLE
-        model = sglang_cpu.build_model(json.load(open({model!r} + "/config.json")))
+        # Built with the overrides SGLang applies after the launch resolved them (0.5.20+: the map handed over).
+        model = sglang_cpu.build_model(json.load(open({model!r} + "/config.json")),
+                                       json.loads(server_args.json_model_override_args or "{{}}"))
         layers = model.model.layers
         print("ROLES", "".join("F" if getattr(l.self_attn.indexer, ROLE).full else "S" for l in layers))
         print("NATIVE_SKIP", any(l.self_attn.skip_topk or l.self_attn.next_skip_topk for l in layers))
         print("SHARED_WEIGHTS", [i for i, l in enumerate(layers) if hasattr(l.self_attn.indexer, "wq_b")])
+        print("PARAMETERS", [i for i, l in enumerate(layers) if any(True for _ in l.self_attn.indexer.parameters())])
+        print("OP_STATE", all(not l.self_attn.indexer.is_torch_compile for l in layers))
 """)
 
 
@@ -102,6 +106,21 @@ def test_request_wins_when_the_weights_exist(site_dir, tmp_path):  # noqa: F811
     model = checkpoint(tmp_path, glm52_config(), range(NUM_LAYERS))
     out = serve(site_dir, model, overrides='{"index_topk_freq": 2}')
     assert f"PATTERN {pattern_from_freq(NUM_LAYERS, 2)}" in out.stdout, out.stderr[-3000:]
+
+
+def test_requested_map_builds_its_roles(site_dir, tmp_path):  # noqa: F811
+    """A request other than the checkpoint's schedule is what the model is built with, on every release: where
+    SGLang is handed the map (0.5.20+) it builds no indexer for Shared layers and they get parameter-free
+    stand-ins; before, the indexers SGLang builds lose their weights."""
+    model = checkpoint(tmp_path, glm52_config(), range(NUM_LAYERS))
+    requested = pattern_from_freq(NUM_LAYERS, 2)
+    out = serve(site_dir, model, overrides='{"index_topk_freq": 2}', build=True)
+    assert f"ROLES {requested}" in out.stdout, out.stderr[-3000:]
+    assert "NATIVE_SKIP False" in out.stdout
+    full = [l for l, c in enumerate(requested) if c == "F"]
+    assert f"SHARED_WEIGHTS {full}" in out.stdout
+    assert f"PARAMETERS {full}" in out.stdout  # stand-in or not, a Shared layer's indexer holds no parameters
+    assert "OP_STATE True" in out.stdout
 
 
 @pytest.mark.parametrize("how", ["map", "override"])

@@ -1,5 +1,6 @@
 """Operators see the active map and the counters: SGLang's internal state, GET /indexcache (admin), Prometheus."""
 
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -122,6 +123,31 @@ def test_prometheus_counters_follow_the_counters(active):
         assert metrics.maybe_flush(now=111.0)
         assert sample("sglang:indexcache_indexer_calls_total", "0") == 2
     finally:
+        for metric in (metrics.calls, metrics.skips, metrics.full):
+            PROM.unregister(metric)
+
+
+def test_metrics_are_published_with_no_forward_running(active):
+    """Counts recorded before the server goes idle reach Prometheus although no later forward runs Python
+    (CUDA-graph replays run none): the publishing thread does it."""
+    from prometheus_client import REGISTRY as PROM
+
+    metrics = Metrics(rank=5, interval_s=0.05)
+    try:
+        COUNTERS.record(4, ran=True)
+        metrics.start()
+        deadline = time.monotonic() + 5
+        sample = lambda: PROM.get_sample_value("sglang:indexcache_indexer_calls_total",  # noqa: E731
+                                               {"rank": "5", "layer": "4"})
+        while sample() != 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sample() == 1
+        COUNTERS.record(4, ran=True)
+        while sample() != 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sample() == 2
+    finally:
+        metrics.stop()
         for metric in (metrics.calls, metrics.skips, metrics.full):
             PROM.unregister(metric)
 

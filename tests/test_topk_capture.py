@@ -1,4 +1,4 @@
-"""Capture mode of the SGLang patch against the real SGLang 0.5.10.post1 (layers on the meta device)."""
+"""Capture mode of the SGLang patch against the real SGLang (layers on the meta device)."""
 
 from types import SimpleNamespace
 
@@ -9,7 +9,7 @@ import torch
 sglang_cpu.install_import_stubs()
 pytest.importorskip("sglang")
 
-from sglang_cpu import build_decoder_layers, tiny_dsa_config  # noqa: E402
+from sglang_cpu import build_decoder_layers, dispatching_as_on_cuda, tiny_dsa_config  # noqa: E402
 
 from sglang_indexcache.analysis.capture_files import read_capture  # noqa: E402
 from sglang_indexcache.names import CAPTURE_RID_PREFIX as RID_PREFIX  # noqa: E402
@@ -59,10 +59,8 @@ def capture(monkeypatch, tmp_path):
         for key, value in env.items():
             monkeypatch.setenv(key, str(value))
         apply_model_patches()
-        # Build as on a CUDA machine, where the op's dispatch binds forward_cuda at construction.
-        monkeypatch.setattr("sglang.srt.layers.utils.multi_platform._is_cuda", True)
-        layers = build_decoder_layers(tiny_dsa_config(num_layers=len(pattern)), range(len(pattern)))
-        monkeypatch.setattr("sglang.srt.layers.utils.multi_platform._is_cuda", False)
+        with dispatching_as_on_cuda(monkeypatch):
+            layers = build_decoder_layers(tiny_dsa_config(num_layers=len(pattern)), range(len(pattern)))
         model = SimpleNamespace(layers=layers)
         return lambda fb: DeepseekV2ForCausalLM.forward(model, None, fb.positions, fb)
 

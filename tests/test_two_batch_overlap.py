@@ -64,7 +64,8 @@ def mla_stand_in(attn, seen):
 
 def micro_batch(name, id_):
     return SimpleNamespace(name=name, id=id_, global_dp_buffer_len=None, tbo_padded_len=None,
-                           global_num_tokens_cpu=None, dp_padding_mode=SimpleNamespace(is_max_len=lambda: False))
+                           global_num_tokens_cpu=None, dp_padding_mode=SimpleNamespace(is_max_len=lambda: False),
+                           moe_num_token_non_padded=None)  # read by the executor from 0.5.23
 
 
 def run_tbo(layers, outputs):
@@ -104,6 +105,9 @@ def build(pattern, overrides=None):
     layers = build_decoder_layers(tiny_dsa_config(num_layers=len(pattern)), range(len(pattern)), overrides=overrides)
     calls, seen = [], []
     for i, layer in enumerate(layers):
+        if layer.self_attn.indexer is None:
+            pytest.skip("this SGLang builds no indexer for natively Shared layers (0.5.18+); it refuses two-batch "
+                        "overlap with sharing at launch (0.5.14+)")
         layer.self_attn.indexer._forward_method = Kernel(i, calls)
         mla_stand_in(layer.self_attn, seen)
     return layers, calls, seen

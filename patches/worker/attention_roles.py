@@ -1,7 +1,9 @@
 """After ``DeepseekV2AttentionMLA.__init__``: give the layer's indexer its role and switch native sharing off.
 
 SGLang 0.5.10.post1 has its own ``skip_topk`` / ``next_skip_topk`` flags; with them False every layer calls
-its indexer and our ``Indexer.forward`` decides, so there is one implementation, not two.
+its indexer and our ``Indexer.forward`` decides, so there is one implementation, not two. SGLang 0.5.18+ builds
+no indexer at all for a layer its schedule keys make Shared (the map handed over as ``indexer_types``, or the
+checkpoint's own schedule): such a layer gets a stand-in without parameters, so it runs our Shared path too.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import inspect
 
 from ..process_map import plan_for
 from ..registry import PatchRegistry
-from ..targets import ATTENTION_CLASS, ATTENTION_INIT, USES_DSA
+from ..targets import ATTENTION_CLASS, ATTENTION_INIT, INDEXER_CLASS, USES_DSA
 from .indexer_forward import ROLE, LayerRole
 from .shared_indexer_weights import drop_indexer_weights
 
@@ -39,6 +41,13 @@ def apply_attention_roles(registry: PatchRegistry) -> None:
                 return
             layer = bound.arguments["layer_id"]
             effective = process_map.effective
+            if self.indexer is None:
+                if effective.is_full(layer):
+                    raise RuntimeError(
+                        f"IndexCache: SGLang built no indexer for layer {layer}, which the map "
+                        f"({process_map.requested.label}) makes Full: SGLang read other schedule keys than the "
+                        "map; request the checkpoint's own schedule or pass the map as indexer_types")
+                self.indexer = shared_stand_in()
             setattr(self.indexer, ROLE, LayerRole(layer, effective.is_full(layer), effective.source_layer(layer)))
             if not effective.is_full(layer):
                 drop_indexer_weights(self.indexer)
@@ -49,3 +58,14 @@ def apply_attention_roles(registry: PatchRegistry) -> None:
 
     registry.wrap(owner, "__init__", make, patch="attention_roles")
 
+
+
+def shared_stand_in():
+    """An ``Indexer`` with no parameters, buffers or kernel state: a Shared layer only ever takes the cache-aware
+    forward's Shared path, which reads the Full layer's top-k from the forward batch. Only its dispatch base
+    (``BaseFusedOp``) is initialised, so code that walks the model's ops (torch.compile mode) finds its
+    bookkeeping."""
+    cls = INDEXER_CLASS.resolve()
+    stand_in = cls.__new__(cls)
+    super(cls, stand_in).__init__()
+    return stand_in

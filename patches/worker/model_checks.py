@@ -19,7 +19,7 @@ from ..arguments import Argument
 from ..process_map import plan_for
 from ..registry import PatchRegistry
 from ..state import COUNTERS, STATE, set_active
-from ..targets import GLOBAL_SERVER_ARGS, INDEXER_CLASS, MODEL_CLASS, MODEL_FORWARD, USES_DSA
+from ..targets import FORWARD_KV_POOL, GLOBAL_SERVER_ARGS, INDEXER_CLASS, MODEL_CLASS, MODEL_FORWARD, USES_DSA
 from .indexer_forward import ROLE, SLOT
 from .scheduler_status import Metrics
 
@@ -66,7 +66,7 @@ def apply_model_checks(registry: PatchRegistry) -> None:
 def _metrics(rank: int):
     """The Prometheus exporter; an optional feature, so one that cannot start is a warning, not a refusal."""
     try:
-        return Metrics(rank)
+        return Metrics(rank).start()
     except Exception as e:  # noqa: BLE001 - prometheus_client absent or its registry refusing our names
         logger.warning("IndexCache: metrics is unavailable here: %s: %s; serving the map without them",
                        type(e).__name__, e)
@@ -86,8 +86,6 @@ def apply_model_forward_reset(registry: PatchRegistry) -> None:
                 setattr(forward_batch, SLOT, None)
             out = original(self, *args, **kwargs)
             COUNTERS.record_forward()
-            if STATE.metrics is not None:
-                STATE.metrics.maybe_flush()
             if debug_file and not torch.cuda.is_current_stream_capturing():
                 _dump_debug(debug_file, self, forward_batch, dsa_flag)
             return out
@@ -104,7 +102,9 @@ def _layer_of(module_name: str) -> int | str:
 
 def _dump_debug(path: str, model, forward_batch, dsa_flag: str) -> None:
     """Verification aid (synchronises the GPU): counters, and which layers' index-key cache holds any data."""
-    pool = forward_batch.token_to_kv_pool
+    pool = getattr(forward_batch, "token_to_kv_pool", None)
+    if pool is None:  # 0.5.16+: the forward context holds the pool
+        pool = FORWARD_KV_POOL.resolve()()
     written = {}
     for i in range(model.start_layer, model.end_layer):
         if getattr(model.layers[i].self_attn, dsa_flag, False):

@@ -4,13 +4,17 @@
   pattern and the per-layer indexer call/skip counters. SGLang already relays this state from its schedulers
   to the HTTP server (``/server_info``, and ``GET /indexcache``: ``main/admin_endpoint.py``).
 - With ``--enable-metrics``, workers export ``sglang:indexcache_indexer_calls_total`` and
-  ``sglang:indexcache_indexer_skips_total`` per layer and ``sglang:indexcache_full_layers``, updated at most
-  once a second from the counters (never per layer call, to keep the forward path free of it).
+  ``sglang:indexcache_indexer_skips_total`` per layer and ``sglang:indexcache_full_layers``, published once a
+  second by a daemon thread of the scheduler process. Not from the forward: it stays free of Prometheus, and
+  forwards replayed from a CUDA graph (decode, and SGLang 0.5.17's prefill graphs) run no Python, so an idle
+  server would otherwise keep its last counts unpublished.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 
 from sglang_indexcache.names import METRIC_CALLS, METRIC_FULL_LAYERS, METRIC_SKIPS
@@ -18,6 +22,8 @@ from sglang_indexcache.names import METRIC_CALLS, METRIC_FULL_LAYERS, METRIC_SKI
 from ..registry import PatchRegistry
 from ..state import COUNTERS, STATE
 from ..targets import SCHEDULER_CLASS
+
+logger = logging.getLogger("sglang_indexcache")
 
 
 def status() -> dict | None:
@@ -57,7 +63,7 @@ def apply_scheduler_status(registry: PatchRegistry) -> None:
 
 
 class Metrics:
-    """Prometheus counters fed from ``COUNTERS`` deltas."""
+    """Prometheus counters fed from ``COUNTERS`` deltas; ``start()`` publishes them every ``interval_s``."""
 
     def __init__(self, rank: int, interval_s: float = 1.0):
         # prometheus_client must be imported after SGLang has set PROMETHEUS_MULTIPROC_DIR.
@@ -73,9 +79,29 @@ class Metrics:
         self._sent = {"calls": {}, "skips": {}}
         self._generation = COUNTERS.snapshot()["generation"]
         self._last = 0.0
+        self._lock = threading.Lock()  # the publishing thread and direct callers (tests) share ``_sent``
+        self._stop = threading.Event()
+
+    def start(self) -> Metrics:
+        threading.Thread(target=self._publish_forever, name="indexcache-metrics", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _publish_forever(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.maybe_flush()
+            except Exception as e:  # noqa: BLE001 - metrics are optional; the server goes on without them
+                logger.warning("IndexCache: metrics publishing stopped: %s: %s", type(e).__name__, e)
+                return
 
     def maybe_flush(self, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
+        with self._lock:
+            return self._flush(time.monotonic() if now is None else now)
+
+    def _flush(self, now: float) -> bool:
         if now - self._last < self.interval_s:
             return False
         self._last = now

@@ -28,7 +28,7 @@ from ..analysis.compare import labels_are_positions, overlap_distance, set_agree
 from ..analysis.runs import capture_from_server
 from ..kernels.naive import topk_overlap_naive
 from ..kernels.topk_overlap import topk_overlap
-from ..names import ENV_CAPTURE_DIR
+from ..names import ENV_CAPTURE_DIR, ENV_MAP
 from . import results
 from .client import random_prompt
 from .server import Server, map_file, num_layers
@@ -58,15 +58,15 @@ def run(args: Options) -> None:
     captures_dir = tmp / "captures"
     layers = num_layers(args.model)
     rng = np.random.default_rng(0)
-    vocab = json.loads((Path(args.model) / "config.json").read_text())["vocab_size"]
-    records = [{"input_ids": random_prompt(rng, args.prompt_len, vocab)} for _ in range(args.prompts)]
+    config = json.loads((Path(args.model) / "config.json").read_text())
+    records = [{"input_ids": random_prompt(rng, args.prompt_len, config["vocab_size"])} for _ in range(args.prompts)]
     data = tmp / "prompts.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     kit = os.environ.get("GPUKIT_SGLANG_ARGS", "").split()
     server_args = [*kit, "--skip-tokenizer-init", "--disable-radix-cache", "--disable-cuda-graph",
                    "--chunked-prefill-size", "4096", "--mem-fraction-static", "0.5", "--context-length", "16384"]
     env = {
-        "SGLANG_INDEXCACHE_MAP": map_file(tmp, "allF", "F" * layers, architectures(args.model)),
+        ENV_MAP: map_file(tmp, "allF", "F" * layers, config["architectures"]),
         ENV_CAPTURE_DIR: str(captures_dir),
     }
     out: dict = {"model": args.model, "prompts": args.prompts, "prompt_len": args.prompt_len, "layers": layers}
@@ -142,7 +142,7 @@ def run(args: Options) -> None:
         adjacent_diff_other_prompt=other_prompt,
     )
     if args.inprocess:
-        out["inprocess"] = compare_inprocess(args.model, records, first, reduced, floor)
+        out["inprocess"] = compare_inprocess(args.model, config, records, first, reduced, floor)
     if (args.out / "analyze" / "overlap.json").exists():
         out["analysis_summary"] = results.read(args.out / "analyze" / "overlap.json")["summary"]
     results.write(args.out / "capture_check.json", WHAT, args, out)
@@ -171,16 +171,12 @@ def run(args: Options) -> None:
                 print(f"| prompt {i}: per-layer |S ∩ T| / |S| server vs in-process | {[round(x, 4) for x in agree]} |")
 
 
-def architectures(model_dir: str) -> list[str]:
-    return json.loads((Path(model_dir) / "config.json").read_text())["architectures"]
-
-
-def compare_inprocess(model_dir: str, records: list[dict], server: list[dict], reduced: list, floor: list) -> dict:
+def compare_inprocess(model_dir: str, config: dict, records: list[dict], server: list[dict], reduced: list,
+                      floor: list) -> dict:
     """Capture the prompts in-process on this GPU (the server has exited) and compare with the server's."""
     from ..inprocess.load import loader_for
     from ..inprocess.runner import capture_topk
 
-    config = json.loads((Path(model_dir) / "config.json").read_text())
     load = loader_for(model_dir, config)
     if load is None:
         return {"skipped": f"{config.get('architectures')} has no in-process loader"}

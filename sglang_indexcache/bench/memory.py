@@ -14,6 +14,7 @@ from pathlib import Path
 
 import requests
 
+from ..names import ENV_DISABLE, ENV_MAP
 from . import results
 from .patterns import ratio_maps
 from .server import Server, map_file
@@ -82,9 +83,9 @@ def run(args: Options) -> list[dict]:
     rows = []
     for kv_dtype in args.kv_dtypes:
         for name, pattern in ratio_maps(n_layers).items():
-            env = {"SGLANG_INDEXCACHE_DISABLE": "1"}
+            env = {ENV_DISABLE: "1"}
             if pattern is not None:
-                env = {"SGLANG_INDEXCACHE_MAP": map_file(args.out, f"map-{name}", pattern)}
+                env = {ENV_MAP: map_file(args.out, f"map-{name}", pattern)}
             flags = ["--load-format", "dummy", "--skip-tokenizer-init", "--disable-cuda-graph", "--skip-server-warmup",
                      "--kv-cache-dtype", kv_dtype, "--mem-fraction-static", args.mem_fraction_static,
                      *backend_flags(extra, kv_dtype)]

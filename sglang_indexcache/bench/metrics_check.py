@@ -19,6 +19,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..admin import status
+from ..names import ENV_MAP
 from ..schedule import pattern_from_freq
 from . import results
 from .client import greedy, random_prompt
@@ -80,15 +81,13 @@ def run(args: Options) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     pattern = args.pattern or pattern_from_freq(num_layers(args.model), 4, offset=1)
     flags = [*args.server_args.split(), "--skip-tokenizer-init", "--enable-metrics", "--admin-api-key", KEY]
-    env = {"SGLANG_INDEXCACHE_MAP": map_file(Path(tempfile.mkdtemp()), "metrics", pattern)}
+    env = {ENV_MAP: map_file(Path(tempfile.mkdtemp()), "metrics", pattern)}
     rng = np.random.default_rng(0)
     with Server("metrics", args.model, args.port, flags, env=env, logdir=args.out) as server:
         for n in args.lengths:
             greedy(server.url, random_prompt(rng, n), 8, logprobs=False)
-        # Metrics are published at most once a second, from a forward: one more after that interval publishes
-        # everything counted before it, and nothing runs between it and the reads below.
-        time.sleep(1.5)
-        greedy(server.url, random_prompt(rng, 64), 1, logprobs=False)
+        # The workers publish their counters once a second; after two seconds idle everything counted is out.
+        time.sleep(2.5)
         state = status(server.url, KEY)[0]
         exposition = requests.get(f"{server.url}/metrics", timeout=30).text
     prom = indexcache_samples(exposition)

@@ -23,6 +23,7 @@ import aiohttp
 import numpy as np
 from tqdm import tqdm
 
+from ..names import ENV_DISABLE, ENV_MAP
 from . import results
 from .client import generate_native, random_prompt, require_loopback
 from .server import Server
@@ -130,8 +131,8 @@ def server_env(spec: str | None) -> dict:
     """The environment of a server serving map ``spec`` (a file or shipped name); stock SGLang without one or
     with a ``native:`` pattern."""
     if not spec or spec.startswith(NATIVE):
-        return {"SGLANG_INDEXCACHE_DISABLE": "1"}
-    return {"SGLANG_INDEXCACHE_MAP": spec}
+        return {ENV_DISABLE: "1"}
+    return {ENV_MAP: spec}
 
 
 def server_flags(spec: str | None) -> list[str]:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from ..names import ENV_DISABLE, ENV_MAP
 from . import results as results_file
 from .bound import amdahl_bound, indexer_share, load_trace
 from .client import random_prompt
@@ -195,8 +196,8 @@ def run(args: Options) -> dict:
                            {"results": results, "indexer_share": shares, "load": load})
 
     for name, pattern in maps.items():
-        env = {"SGLANG_INDEXCACHE_DISABLE": "1"} if pattern is None else \
-            {"SGLANG_INDEXCACHE_MAP": map_file(tmp, name, pattern)}
+        env = {ENV_DISABLE: "1"} if pattern is None else \
+            {ENV_MAP: map_file(tmp, name, pattern)}
         wants_load = name in ("stock", "1of4")
         if name not in results or (wants_load and name not in load):
             with Server(name, str(model), args.port, flags, env=env, logdir=args.out) as server:

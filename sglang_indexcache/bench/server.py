@@ -41,7 +41,7 @@ class Server:
 
     def __enter__(self) -> Server:
         self.start()
-        self.wait_until(self._healthy, "healthy")
+        self.wait_healthy()
         return self
 
     def start(self) -> None:
@@ -65,6 +65,10 @@ class Server:
             time.sleep(1)
         self.__exit__(None, None, None)
         raise RuntimeError(f"server {self.name} not {what} after {self.ready_timeout:.0f}s; see {self.log_path}")
+
+    def wait_healthy(self) -> None:
+        """Until ``/health`` answers OK (the server process dying or the start-up deadline passing raise)."""
+        self.wait_until(self._healthy, "healthy")
 
     def _healthy(self) -> bool:
         try:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..admin import AdminError, status, switch_map
+from ..names import ENV_MAP
 from . import results, verdict
 from .client import flush_cache, generate_native, greedy, random_prompt
 from .patterns import switching_maps
@@ -144,7 +145,7 @@ def run(args: Options) -> dict:
     started = time.time()
     start = args.sequence[0]
     with Server("switching", args.model, args.port, flags,
-                env={"SGLANG_INDEXCACHE_MAP": map_file(tmp, start, maps[start])}, logdir=args.out) as server:
+                env={ENV_MAP: map_file(tmp, start, maps[start])}, logdir=args.out) as server:
         load = Load(server.url, args.concurrency, tuple(args.load_lengths), 32)
         load.start()
         for name in args.sequence[1:]:
@@ -167,7 +168,7 @@ def run(args: Options) -> dict:
     fresh = {}
     for name in dict.fromkeys(args.sequence[1:] + args.sequence[:1]):  # the maps switched to first
         with Server(f"fresh-{name}", args.model, args.port, flags,
-                    env={"SGLANG_INDEXCACHE_MAP": map_file(tmp, name, maps[name])}, logdir=args.out) as server:
+                    env={ENV_MAP: map_file(tmp, name, maps[name])}, logdir=args.out) as server:
             fresh[name] = {"first": probe(server, prompts), "again": probe(server, prompts)}
         print(f"[fresh {name}] done at {time.time() - started:.0f}s", flush=True)
     report["fresh"] = fresh

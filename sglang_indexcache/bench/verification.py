@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..names import SCHEDULE_KEYS
+from ..names import ENV_DEBUG_FILE, ENV_DISABLE, ENV_MAP, SCHEDULE_KEYS
 from . import results, verdict
 from .client import flush_cache, greedy, random_prompt
 from .patterns import native_patterns
@@ -159,25 +159,25 @@ def run(args: Options) -> list[dict]:
     common = [*kit, "--skip-tokenizer-init", "--mem-fraction-static", args.mem_fraction_static,
               "--chunked-prefill-size", "8192",
               "--cuda-graph-max-bs", "16", "--context-length", "80000", *shlex.split(args.server_args)]
-    native = {"SGLANG_INDEXCACHE_DISABLE": "1"}
+    native = {ENV_DISABLE: "1"}
     servers = [
         ServerSpec("stock", env=native),
         ServerSpec("stock-again", env=native),  # the noise floor: SGLang's DSA path is not bitwise run-to-run stable
-        ServerSpec("ours-allF", env={"SGLANG_INDEXCACHE_MAP": map_file(tmp, "allF", "F" * n_layers)}),
+        ServerSpec("ours-allF", env={ENV_MAP: map_file(tmp, "allF", "F" * n_layers)}),
         ServerSpec("native-1of4", env=native, overrides={"index_topk_pattern": quarter}),
         ServerSpec("ours-1of4", overrides={"indexcache_map": map_file(tmp, "quarter", quarter)}),
-        ServerSpec("ours-1of4-nograph", env={"SGLANG_INDEXCACHE_MAP": map_file(tmp, "quarter", quarter),
-                                         "SGLANG_INDEXCACHE_DEBUG_FILE": debug}, args=["--disable-cuda-graph"]),
+        ServerSpec("ours-1of4-nograph", env={ENV_MAP: map_file(tmp, "quarter", quarter),
+                                         ENV_DEBUG_FILE: debug}, args=["--disable-cuda-graph"]),
         ServerSpec("native-1of2", env=native, overrides={"index_topk_pattern": half}),
         ServerSpec("ours-1of2", overrides={"index_topk_pattern": half}),  # the HF key, taken over by the plugin
         ServerSpec("native-irregular", env=native, overrides={"index_topk_pattern": irregular}),
-        ServerSpec("ours-irregular", env={"SGLANG_INDEXCACHE_MAP": map_file(tmp, "irregular", irregular)}),
+        ServerSpec("ours-irregular", env={ENV_MAP: map_file(tmp, "irregular", irregular)}),
     ]
     # A pipeline split of 2 starts stage 2 at layer n/2; the plugin makes that layer Full on stage 2, so the
     # single-GPU reference for the PP run is the same map with that layer Full.
     stage2 = n_layers // 2
     pp_effective = quarter[:stage2] + "F" + quarter[stage2 + 1:]
-    servers.append(ServerSpec("ours-pp-reference", env={"SGLANG_INDEXCACHE_MAP": map_file(tmp, "ppref", pp_effective)}))
+    servers.append(ServerSpec("ours-pp-reference", env={ENV_MAP: map_file(tmp, "ppref", pp_effective)}))
     n_gpus = args.gpus
     if n_gpus >= 2:
         servers += [
@@ -216,7 +216,7 @@ def run(args: Options) -> list[dict]:
                     server.start()
                     stack.callback(server.__exit__, None, None, None)
                     server.wait_for_log(*POOL_ALLOCATED)
-                server.wait_until(server._healthy, "healthy")
+                server.wait_healthy()
                 served[s.name] = served_version(server.url)
                 check_release(served[s.name], args.sglang)
                 measured[s.name] = run_suite(port, ps, args.quick)
