@@ -120,13 +120,15 @@ def test_revert_resets_every_piece_of_process_state(requested):
     apply_model_patches()
     plan_for(config())
     set_active(plan(LayerMap("FSSSFSSS"), 8, (0, 8), None), rank=3)
-    STATE.metrics, STATE.armed = object(), True
+    stopped = []
+    STATE.metrics, STATE.armed = SimpleNamespace(stop=lambda: stopped.append(True)), True
     COUNTERS.record(0, ran=True)
     generation = COUNTERS.snapshot()["generation"]
     revert()
     assert REGISTRY.applied() == []
     assert STATE.plans == {} and STATE.active is None and STATE.startup is None and STATE.rank == 0
     assert STATE.metrics is None and STATE.armed is False and STATE.switches == 0
+    assert stopped == [True]  # the metrics' publishing thread was stopped, not left running
     snap = COUNTERS.snapshot()
     assert snap["calls"] == {} and snap["forwards"] == 0 and snap["generation"] == generation + 1
     reset()  # also on its own
