@@ -35,6 +35,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int)
     ap.add_argument("--port", type=int)
     ap.add_argument("--server-args", help="extra launch_server flags, one string")
+    ap.add_argument("--sglang", help="the SGLang release every server must report, e.g. 0.5.17 with the 0.5.17 kit")
     ap.add_argument("--load-format")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)

@@ -23,6 +23,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--kv-dtypes", nargs="+")
     ap.add_argument("--mem-fraction-static")
     ap.add_argument("--server-args", help="extra launch_server flags (a --kv-cache-dtype here is replaced)")
+    ap.add_argument("--sglang", help="the SGLang release every server must report, e.g. 0.5.17 with the 0.5.17 kit")
     ap.add_argument("--port", type=int)
     ap.add_argument("--out", type=Path, required=True)
     return run(Options(**vars(ap.parse_args(argv))))

@@ -23,6 +23,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--load-seconds", type=float, help="load before each switch")
     ap.add_argument("--port", type=int)
     ap.add_argument("--server-args")
+    ap.add_argument("--sglang", help="the SGLang release every server must report, e.g. 0.5.17 with the 0.5.17 kit")
     ap.add_argument("--out", type=Path, required=True)
     return run(Options(**vars(ap.parse_args(argv))))
 

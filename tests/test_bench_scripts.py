@@ -258,10 +258,15 @@ def test_prefill_bench_serves_a_native_pattern_without_indexcache():
 
 
 def test_verification_stops_a_server_of_another_release(server):
-    from sglang_indexcache.bench.serverinfo import served_version
-    from sglang_indexcache.bench.verification import check_release
+    from sglang_indexcache.bench.server import Server
+    from sglang_indexcache.bench.serverinfo import check_release, served_version
 
     assert served_version(server.url) == "0.5.17"
+    port = int(server.url.rsplit(":", 1)[1])
+    Server("kit", "m", port, [], sglang="0.5.17").check_release()  # what every bench server does once healthy
+    Server("any", "m", port, []).check_release()
+    with pytest.raises(RuntimeError, match=r"runs SGLang 0\.5\.17, not 0\.5\.23"):
+        Server("other", "m", port, [], sglang="0.5.23").check_release()
 
     check_release("0.5.17+kit", "0.5.17")
     check_release("0.5.10.post1", None)

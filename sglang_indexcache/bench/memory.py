@@ -31,6 +31,7 @@ class Options:
     mem_fraction_static: str = "0.8"
     server_args: str = ""
     port: int = 31300
+    sglang: str | None = None  # the SGLang release every server must report (e.g. 0.5.17 for the 0.5.17 kit)
 
 
 def without(flags: list[str], name: str) -> list[str]:
@@ -90,7 +91,8 @@ def run(args: Options) -> list[dict]:
                      "--kv-cache-dtype", kv_dtype, "--mem-fraction-static", args.mem_fraction_static,
                      *backend_flags(extra, kv_dtype)]
             try:
-                with Server(f"{name}-{kv_dtype}", str(model), args.port, flags, env=env, logdir=args.out) as server:
+                with Server(f"{name}-{kv_dtype}", str(model), args.port, flags, env=env, logdir=args.out,
+                            sglang=args.sglang) as server:
                     rows.append({"map": name, "pattern": pattern, "kv_dtype": kv_dtype, **capacity(server.url),
                                  "serves": serves(server.url)})
             except RuntimeError as e:

@@ -36,6 +36,7 @@ class Options:
     lengths: list[int] = field(default_factory=lambda: [900, 5000, 20000])
     port: int = 31600
     server_args: str = ""
+    sglang: str | None = None  # the SGLang release every server must report (e.g. 0.5.17 for the 0.5.17 kit)
 
 
 KEY = "indexcache-metrics-check"
@@ -83,7 +84,7 @@ def run(args: Options) -> int:
     flags = [*args.server_args.split(), "--skip-tokenizer-init", "--enable-metrics", "--admin-api-key", KEY]
     env = {ENV_MAP: map_file(Path(tempfile.mkdtemp()), "metrics", pattern)}
     rng = np.random.default_rng(0)
-    with Server("metrics", args.model, args.port, flags, env=env, logdir=args.out) as server:
+    with Server("metrics", args.model, args.port, flags, env=env, logdir=args.out, sglang=args.sglang) as server:
         for n in args.lengths:
             greedy(server.url, random_prompt(rng, n), 8, logprobs=False)
         # The workers publish their counters once a second; after two seconds idle everything counted is out.

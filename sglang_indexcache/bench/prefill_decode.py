@@ -45,6 +45,7 @@ class Options:
     port: int = 31100
     server_args: str = ""
     load_format: str | None = None
+    sglang: str | None = None  # the SGLang release every server must report (e.g. 0.5.17 for the 0.5.17 kit)
 
 
 async def measure(url: str, lengths, decode_lengths, decode_tokens: int, repeats: int, seed: int) -> dict:
@@ -157,7 +158,7 @@ def run(args: Options) -> dict:
         for spec in args.map:
             name, _, map_ = spec.partition("=")
             with Server(name, args.model, args.port, [*launch, *server_flags(map_)], env=server_env(map_),
-                        logdir=args.out) as server:
+                        logdir=args.out, sglang=args.sglang) as server:
                 measured[name] = asyncio.run(measure(server.url, args.lengths, args.decode_lengths,
                                                     args.decode_tokens, args.repeats, args.seed))
     speedups = ratios(measured, next(iter(measured)))

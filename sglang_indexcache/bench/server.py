@@ -14,6 +14,7 @@ from pathlib import Path
 import requests
 
 from ..layer_map import LayerMap
+from .serverinfo import check_release, served_version
 
 
 def num_layers(model_dir: str | Path) -> int:
@@ -30,8 +31,9 @@ def map_file(directory: Path, name: str, pattern: str, architectures: list[str] 
 
 class Server:
     def __init__(self, name: str, model: str, port: int, args: list[str], env: dict | None = None,
-                 logdir: Path = Path("."), ready_timeout: float = 900):
+                 logdir: Path = Path("."), ready_timeout: float = 900, sglang: str | None = None):
         self.name, self.port = name, port
+        self.sglang = sglang  # the SGLang release the server must report once healthy (None: any)
         self.url = f"http://127.0.0.1:{port}"
         self.cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", model, "--port", str(port), *args]
         self.env = {**os.environ, **(env or {})}
@@ -42,7 +44,15 @@ class Server:
     def __enter__(self) -> Server:
         self.start()
         self.wait_healthy()
+        try:
+            self.check_release()
+        except RuntimeError:
+            self.__exit__(None, None, None)
+            raise
         return self
+
+    def check_release(self) -> None:
+        check_release(served_version(self.url), self.sglang)
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,14 @@ def served_version(url: str) -> str | None:
     return server_info(url).get("version")
 
 
+def check_release(served: str | None, expected: str | None) -> None:
+    """A measurement is only about the release it names: a server of another one (a kit not sourced, another
+    SGLang on the path) stops it."""
+    if expected and (served or "").split("+")[0] != expected:
+        raise RuntimeError(f"the server runs SGLang {served}, not {expected} (--sglang): source the kit of that "
+                           "release (e.g. .gpukit/setup.sh) or drop --sglang")
+
+
 def _scheduler_state(info: dict) -> dict:
     return (info.get("internal_states") or [{}])[0]
 

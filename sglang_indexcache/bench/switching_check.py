@@ -43,6 +43,7 @@ class Options:
     load_seconds: float = 8
     port: int = 31400
     server_args: str = ""
+    sglang: str | None = None  # the SGLang release every server must report (e.g. 0.5.17 for the 0.5.17 kit)
 
 
 KEY = "indexcache-switch-test"
@@ -145,7 +146,7 @@ def run(args: Options) -> dict:
     started = time.time()
     start = args.sequence[0]
     with Server("switching", args.model, args.port, flags,
-                env={ENV_MAP: map_file(tmp, start, maps[start])}, logdir=args.out) as server:
+                env={ENV_MAP: map_file(tmp, start, maps[start])}, logdir=args.out, sglang=args.sglang) as server:
         load = Load(server.url, args.concurrency, tuple(args.load_lengths), 32)
         load.start()
         for name in args.sequence[1:]:
@@ -168,7 +169,7 @@ def run(args: Options) -> dict:
     fresh = {}
     for name in dict.fromkeys(args.sequence[1:] + args.sequence[:1]):  # the maps switched to first
         with Server(f"fresh-{name}", args.model, args.port, flags,
-                    env={ENV_MAP: map_file(tmp, name, maps[name])}, logdir=args.out) as server:
+                    env={ENV_MAP: map_file(tmp, name, maps[name])}, logdir=args.out, sglang=args.sglang) as server:
             fresh[name] = {"first": probe(server, prompts), "again": probe(server, prompts)}
         print(f"[fresh {name}] done at {time.time() - started:.0f}s", flush=True)
     report["fresh"] = fresh

@@ -42,7 +42,7 @@ from . import results, verdict
 from .client import flush_cache, greedy, random_prompt
 from .patterns import native_patterns
 from .server import Server, map_file, num_layers
-from .serverinfo import served_version
+from .serverinfo import check_release, served_version
 
 WHAT = "verify_gpu: IndexCache against stock and native SGLang"
 
@@ -119,14 +119,6 @@ def run_suite(port: int, ps: list[list[int]], quick: bool = False) -> dict:
     with cf.ThreadPoolExecutor(16) as pool:
         out["burst_concurrent"] = [r["ids"] for r in pool.map(lambda p: generate(port, p, 16, False), burst)]
     return out
-
-
-def check_release(served: str | None, expected: str | None) -> None:
-    """A comparison is only about the release it names: a server of another one (a kit not sourced, another
-    SGLang on the path) stops that server's checks."""
-    if expected and (served or "").split("+")[0] != expected:
-        raise RuntimeError(f"the server runs SGLang {served}, not {expected} (--sglang): source the kit of that "
-                           "release (e.g. .gpukit/setup.sh) or drop --sglang")
 
 
 def time_prefill(port: int, length: int, repeats: int) -> list[float]:
