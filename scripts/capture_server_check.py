@@ -24,6 +24,7 @@ def main(argv=None) -> None:
     ap.add_argument("--port", type=int)
     ap.add_argument("--prompts", type=int)
     ap.add_argument("--prompt-len", type=int)
+    ap.add_argument("--sglang", help="the SGLang release the server must report, e.g. 0.5.17 with the 0.5.17 kit")
     ap.add_argument("--inprocess", action="store_true",
                     help="also capture the same prompts in-process (transformers) and compare with the server's")
     run(Options(**vars(ap.parse_args(argv))))

@@ -219,6 +219,25 @@ def test_refused_with_cuda_graphs_and_when_one_is_pending(served):
     assert scheduler.sent[-1].ok and roles(served.model) == "FSSSFSSS"
 
 
+@pytest.mark.skipif(GRAPH_RUNNER != "decode_cuda_graph_runner", reason="one graph runner slot before 0.5.14")
+def test_the_eager_runner_in_a_graph_slot_is_no_captured_graph(served):
+    # SGLang 0.5.17+ with --disable-cuda-graph: the prefill slot holds the eager runner, decode holds None.
+    scheduler = new_scheduler(served.model)
+    runner = scheduler.tp_worker.model_runner
+    runner.eager_runner = object()
+    runner.prefill_cuda_graph_runner = runner.eager_runner
+    runner.decode_cuda_graph_runner = None
+    scheduler.inbox.append(switch_req("FSSSFSSS"))
+    loop_once(scheduler)
+    assert scheduler.sent[-1].message == "ready"
+    scheduler.inbox.append(cancel_req("switch-FSSSFSSS-new.yaml"))
+    loop_once(scheduler)
+    runner.prefill_cuda_graph_runner = object()  # a captured prefill graph
+    scheduler.inbox.append(switch_req("FSSSFSSS"))
+    loop_once(scheduler)
+    assert not scheduler.sent[-1].ok and "--disable-cuda-graph" in scheduler.sent[-1].message
+
+
 def cancel_req(rid):
     from sglang_indexcache.patches.switch_messages import CancelSwitchMapReq
 

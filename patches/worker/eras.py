@@ -10,10 +10,14 @@ from ..targets import ATTENTION_TP_RANK, GRAPH_RUNNERS, SERVER_ARGS_RESOLUTION, 
 
 
 def graph_runners(runner) -> list:
-    """The CUDA-graph runners a model runner captured: one before 0.5.14, decode and prefill after."""
+    """The CUDA-graph runners a model runner captured: one before 0.5.14, decode and prefill after.
+
+    From 0.5.17 a phase whose graphs are off holds the model runner's ``eager_runner`` in its slot, so that
+    one is not a captured graph."""
     names = ("decode_cuda_graph_runner", "prefill_cuda_graph_runner") \
         if GRAPH_RUNNERS.resolve() == "decode_cuda_graph_runner" else ("graph_runner",)
-    return [r for r in (getattr(runner, name, None) for name in names) if r is not None]
+    eager = getattr(runner, "eager_runner", None)
+    return [r for r in (getattr(runner, name, None) for name in names) if r is not None and r is not eager]
 
 
 def tokenizer_sender():

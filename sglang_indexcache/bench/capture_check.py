@@ -31,7 +31,7 @@ from ..kernels.topk_overlap import topk_overlap
 from ..names import ENV_CAPTURE_DIR, ENV_MAP
 from . import results
 from .client import random_prompt
-from .server import Server, map_file, num_layers
+from .server import Server, map_file
 
 WHAT = "capture_server_check: capture mode on a real server, kernel against reference"
 
@@ -44,6 +44,7 @@ class Options:
     prompts: int = 3
     prompt_len: int = 5000
     inprocess: bool = False
+    sglang: str | None = None  # the SGLang release the server must report (e.g. 0.5.17 for the 0.5.17 kit)
 
 
 def adjacent_diff(a, b) -> float:
@@ -56,9 +57,9 @@ def run(args: Options) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp())
     captures_dir = tmp / "captures"
-    layers = num_layers(args.model)
     rng = np.random.default_rng(0)
     config = json.loads((Path(args.model) / "config.json").read_text())
+    layers = config["num_hidden_layers"]
     records = [{"input_ids": random_prompt(rng, args.prompt_len, config["vocab_size"])} for _ in range(args.prompts)]
     data = tmp / "prompts.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -70,7 +71,8 @@ def run(args: Options) -> None:
         ENV_CAPTURE_DIR: str(captures_dir),
     }
     out: dict = {"model": args.model, "prompts": args.prompts, "prompt_len": args.prompt_len, "layers": layers}
-    with Server("capture", args.model, args.port, server_args, env=env, logdir=args.out) as server:
+    with Server("capture", args.model, args.port, server_args, env=env, logdir=args.out,
+                sglang=args.sglang) as server:
         first = capture_from_server(server.url, records, captures_dir, progress=False)
         second = capture_from_server(server.url, records, captures_dir, progress=False)
         plain = requests.post(
