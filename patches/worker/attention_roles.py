@@ -59,7 +59,6 @@ def apply_attention_roles(registry: PatchRegistry) -> None:
     registry.wrap(owner, "__init__", make, patch="attention_roles")
 
 
-
 def shared_stand_in():
     """An ``Indexer`` with no parameters, buffers or kernel state: a Shared layer only ever takes the cache-aware
     forward's Shared path, which reads the Full layer's top-k from the forward batch. Only its dispatch base

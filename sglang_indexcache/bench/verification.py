@@ -42,7 +42,7 @@ from . import results, verdict
 from .client import flush_cache, greedy, random_prompt
 from .patterns import native_patterns
 from .server import Server, map_file, num_layers
-from .serverinfo import check_release, served_version
+from .serverinfo import served_version
 
 WHAT = "verify_gpu: IndexCache against stock and native SGLang"
 
@@ -203,14 +203,15 @@ def run(args: Options) -> list[dict]:
                 # servers sharing a GPU size their pools one at a time; the next may start once this one's pool
                 # is allocated (CUDA-graph capture, the slow part, overlaps).
                 server = Server(s.name, s.model or args.model, port, flags, logdir=args.out,
-                                env={**s.env, "CUDA_VISIBLE_DEVICES": gpu_ids}, ready_timeout=600)
+                                env={**s.env, "CUDA_VISIBLE_DEVICES": gpu_ids}, ready_timeout=600,
+                                sglang=args.sglang)
                 with starting[gpu_ids]:
                     server.start()
                     stack.callback(server.__exit__, None, None, None)
                     server.wait_for_log(*POOL_ALLOCATED)
                 server.wait_healthy()
                 served[s.name] = served_version(server.url)
-                check_release(served[s.name], args.sglang)
+                server.check_release()
                 measured[s.name] = run_suite(port, ps, args.quick)
                 if s.name in ("stock", "ours-allF", "ours-1of4") and args.repeats > 0:
                     timings[s.name] = time_prefill(port, args.prefill_len, args.repeats)
