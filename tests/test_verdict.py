@@ -73,3 +73,36 @@ def test_verify_report_uses_each_groups_floor():
     assert sched["verdict"] == "within noise" and math.isclose(sched["floor"], 0.001, rel_tol=1e-6)
     assert rows["6 checkpoint schedule vs stock SGLang's reading (must differ)"]["verdict"] == "sensitive"
     verify.print_table(list(rows.values()))
+
+
+def test_two_batch_overlap_servers_only_for_moe_models(tmp_path):
+    from sglang_indexcache.bench import verification as verify
+
+    dense = {"num_hidden_layers": 8, "first_k_dense_replace": 8, "n_routed_experts": 16}
+    assert verify.two_batch_overlap_specs(dense, "FFSSSFSS", tmp_path, {}) == []
+    assert verify.two_batch_overlap_specs({"num_hidden_layers": 8}, "FFSSSFSS", tmp_path, {}) == []
+    moe = {"num_hidden_layers": 8, "first_k_dense_replace": 1, "n_routed_experts": 16}
+    specs = {s.name: s for s in verify.two_batch_overlap_specs(moe, "FFSSSFSS", tmp_path, {"off": "1"})}
+    assert all(s.gpus == 2 and "--enable-dp-attention" in s.args for s in specs.values())
+    assert "--enable-two-batch-overlap" not in specs["ours-1of4-dp2"].args
+    assert all("--enable-two-batch-overlap" in specs[n].args
+               for n in ("ours-1of4-dp2-tbo", "ours-allF-dp2-tbo", "native-1of4-dp2-tbo"))
+    assert specs["native-1of4-dp2-tbo"].env == {"off": "1"}
+
+
+def test_two_batch_overlap_rows_are_judged():
+    from sglang_indexcache.bench import verification as verify
+
+    results = {
+        "stock": _suite([-1.0] * 50, [1, 2]),
+        "stock-again": _suite([-1.01] * 50, [1, 2]),
+        "ours-1of4": _suite([-1.2] * 50, [1, 3]),
+        "ours-1of4-dp2": _suite([-1.205] * 50, [1, 3]),
+        "ours-1of4-dp2-tbo": _suite([-1.9] * 50, [4, 4]),  # a hand-off that lost the indices
+        "ours-allF-dp2-tbo": _suite([-1.0] * 50, [1, 2]),
+    }
+    rows = {r["check"]: r for r in verify.report({"results": results, "timings": {}, "patterns": {"quarter": ""},
+                                                   "prefill_len": 0})}
+    assert rows["4 DP attention, 2 GPUs vs 1 GPU (1/4)"]["verdict"] == "within noise"
+    assert rows["4 two-batch overlap vs without (1/4, DP attention, 2 GPUs)"]["verdict"] != "within noise"
+    assert rows["5 sensitivity with two-batch overlap: all-F vs 1/4 must differ"]["verdict"] == "sensitive"

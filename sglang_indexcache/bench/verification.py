@@ -6,7 +6,8 @@ Checks (one model, same seed, greedy decoding):
      logprob differences reported);
   3. indexer calls per forward == Full layers, Shared layers' index-key cache never written;
   4. CUDA graphs on and off, chunked prefill (prompts longer than --chunked-prefill-size), a radix-cache
-     prefix hit, and 16 concurrent mixed-length requests vs their solo runs;
+     prefix hit, and 16 concurrent mixed-length requests vs their solo runs; with --gpus 2, TP and PP, and on a
+     MoE model two-batch overlap under DP attention (SGLang's own schedule keys must be refused with it);
   5. sensitivity (all-F and 1/4 differ on long prompts) and a prefill-speed sanity check at 64K;
   6. with --schedule-model (a checkpoint whose config states its own schedule and that ships no indexer weights
      for its Shared layers, see make_random_checkpoint.py --index-topk-freq): served with no request == served
@@ -79,6 +80,25 @@ class ServerSpec:
     args: list = field(default_factory=list)
     gpus: int = 1
     model: str | None = None  # another checkpoint than --model
+
+
+def two_batch_overlap_specs(config: dict, quarter: str, tmp: Path, native: dict) -> list[ServerSpec]:
+    """Two-GPU servers for two-batch overlap, which SGLang runs on MoE layers only (none for a dense model).
+
+    SGLang 0.5.14+ allows it without an expert-parallel all-to-all backend only with DP attention, so each
+    server runs ``--tp-size 2 --dp-size 2 --enable-dp-attention``; the same map without overlap is the
+    reference. SGLang's own schedule keys with overlap must be refused by SGLang itself (0.5.14+)."""
+    if not config.get("n_routed_experts") or config.get("first_k_dense_replace", 0) >= config["num_hidden_layers"]:
+        return []
+    dp = ["--tp-size", "2", "--dp-size", "2", "--enable-dp-attention"]
+    tbo = [*dp, "--enable-two-batch-overlap"]
+    ours = {"indexcache_map": map_file(tmp, "quarter", quarter)}
+    return [
+        ServerSpec("native-1of4-dp2-tbo", env=native, overrides={"index_topk_pattern": quarter}, args=tbo, gpus=2),
+        ServerSpec("ours-1of4-dp2", overrides=ours, args=dp, gpus=2),
+        ServerSpec("ours-1of4-dp2-tbo", overrides=ours, args=tbo, gpus=2),
+        ServerSpec("ours-allF-dp2-tbo", env={ENV_MAP: map_file(tmp, "allF", "F" * len(quarter))}, args=tbo, gpus=2),
+    ]
 
 
 def prompts(seed: int = 0) -> list[list[int]]:
@@ -178,6 +198,8 @@ def run(args: Options) -> list[dict]:
             ServerSpec("ours-1of4-pp2", overrides={"indexcache_map": map_file(tmp, "quarter", quarter)},
                    args=["--pp-size", "2"], gpus=2),
         ]
+        config = json.loads((Path(args.model) / "config.json").read_text())
+        servers += two_batch_overlap_specs(config, quarter, tmp, native)
     if args.schedule_model:
         stated = json.loads((Path(args.schedule_model) / "config.json").read_text())
         explicit = {k: stated[k] for k in verdict_schedule_keys(stated)}
@@ -273,10 +295,14 @@ EQUALITY = [
     ("4 1/4 graphs off vs on", "ours-1of4-nograph", "ours-1of4", "dense"),
     ("4 --tp 2 vs 1 GPU (1/4)", "ours-1of4-tp2", "ours-1of4", "dense"),
     ("4 --pp-size 2 (stage 2 starts on S) vs 1 GPU, same effective map", "ours-1of4-pp2", "ours-pp-reference", "dense"),
+    ("4 two-batch overlap vs without (1/4, DP attention, 2 GPUs)", "ours-1of4-dp2-tbo", "ours-1of4-dp2", "dense"),
+    ("4 DP attention, 2 GPUs vs 1 GPU (1/4)", "ours-1of4-dp2", "ours-1of4", "dense"),
     ("6 checkpoint schedule: no request vs requested explicitly", "sched-auto", "sched-explicit", "schedule"),
 ]
 MUST_DIFFER = [
     ("5 sensitivity: all-F vs 1/4 must differ", "ours-allF", "ours-1of4", "dense"),
+    ("5 sensitivity with two-batch overlap: all-F vs 1/4 must differ", "ours-allF-dp2-tbo", "ours-1of4-dp2-tbo",
+     "dense"),
     ("6 checkpoint schedule vs stock SGLang's reading (must differ)", "sched-auto", "sched-stock", "schedule"),
 ]
 # Two launches of the same server per group; every server of the group adds its same-prompt repeat.
