@@ -4,6 +4,7 @@
 import math
 
 from sglang_indexcache.bench import verdict
+from sglang_indexcache.names import ENV_MAP
 
 
 def run(lp, ids):
@@ -75,19 +76,21 @@ def test_verify_report_uses_each_groups_floor():
     verify.print_table(list(rows.values()))
 
 
-def test_two_batch_overlap_servers_only_for_moe_models(tmp_path):
+def test_two_batch_overlap_servers_only_for_moe_models():
     from sglang_indexcache.bench import verification as verify
 
     dense = {"num_hidden_layers": 8, "first_k_dense_replace": 8, "n_routed_experts": 16}
-    assert verify.two_batch_overlap_specs(dense, "FFSSSFSS", tmp_path, {}) == []
-    assert verify.two_batch_overlap_specs({"num_hidden_layers": 8}, "FFSSSFSS", tmp_path, {}) == []
+    assert verify.two_batch_overlap_specs(dense, "q.yaml", "f.yaml", "FFSSSFSS", {}) == []
+    assert verify.two_batch_overlap_specs({"num_hidden_layers": 8}, "q.yaml", "f.yaml", "FFSSSFSS", {}) == []
     moe = {"num_hidden_layers": 8, "first_k_dense_replace": 1, "n_routed_experts": 16}
-    specs = {s.name: s for s in verify.two_batch_overlap_specs(moe, "FFSSSFSS", tmp_path, {"off": "1"})}
+    specs = {s.name: s for s in verify.two_batch_overlap_specs(moe, "q.yaml", "f.yaml", "FFSSSFSS", {"off": "1"})}
     assert all(s.gpus == 2 and "--enable-dp-attention" in s.args for s in specs.values())
     assert "--enable-two-batch-overlap" not in specs["ours-1of4-dp2"].args
     assert all("--enable-two-batch-overlap" in specs[n].args
                for n in ("ours-1of4-dp2-tbo", "ours-allF-dp2-tbo", "native-1of4-dp2-tbo"))
     assert specs["native-1of4-dp2-tbo"].env == {"off": "1"}
+    assert specs["ours-1of4-dp2-tbo"].overrides == {"indexcache_map": "q.yaml"}
+    assert specs["ours-allF-dp2-tbo"].env == {ENV_MAP: "f.yaml"}
 
 
 def test_two_batch_overlap_rows_are_judged():

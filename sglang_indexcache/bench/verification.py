@@ -42,8 +42,8 @@ from ..names import ENV_DEBUG_FILE, ENV_DISABLE, ENV_MAP, SCHEDULE_KEYS
 from . import results, verdict
 from .client import flush_cache, greedy, random_prompt
 from .patterns import native_patterns
-from .server import Server, map_file, num_layers
-from .serverinfo import served_version
+from .server import Server, map_file
+from .serverinfo import check_release, served_version
 
 WHAT = "verify_gpu: IndexCache against stock and native SGLang"
 
@@ -82,7 +82,8 @@ class ServerSpec:
     model: str | None = None  # another checkpoint than --model
 
 
-def two_batch_overlap_specs(config: dict, quarter: str, tmp: Path, native: dict) -> list[ServerSpec]:
+def two_batch_overlap_specs(config: dict, quarter_map: str, all_f_map: str, quarter: str,
+                            native: dict) -> list[ServerSpec]:
     """Two-GPU servers for two-batch overlap, which SGLang runs on MoE layers only (none for a dense model).
 
     SGLang 0.5.14+ allows it without an expert-parallel all-to-all backend only with DP attention, so each
@@ -92,12 +93,12 @@ def two_batch_overlap_specs(config: dict, quarter: str, tmp: Path, native: dict)
         return []
     dp = ["--tp-size", "2", "--dp-size", "2", "--enable-dp-attention"]
     tbo = [*dp, "--enable-two-batch-overlap"]
-    ours = {"indexcache_map": map_file(tmp, "quarter", quarter)}
+    ours = {"indexcache_map": quarter_map}
     return [
         ServerSpec("native-1of4-dp2-tbo", env=native, overrides={"index_topk_pattern": quarter}, args=tbo, gpus=2),
         ServerSpec("ours-1of4-dp2", overrides=ours, args=dp, gpus=2),
         ServerSpec("ours-1of4-dp2-tbo", overrides=ours, args=tbo, gpus=2),
-        ServerSpec("ours-allF-dp2-tbo", env={ENV_MAP: map_file(tmp, "allF", "F" * len(quarter))}, args=tbo, gpus=2),
+        ServerSpec("ours-allF-dp2-tbo", env={ENV_MAP: all_f_map}, args=tbo, gpus=2),
     ]
 
 
@@ -164,8 +165,10 @@ def run(args: Options) -> list[dict]:
         return rows
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp())
-    n_layers = num_layers(args.model)
+    config = json.loads((Path(args.model) / "config.json").read_text())
+    n_layers = config["num_hidden_layers"]
     quarter, half, irregular = native_patterns(n_layers)
+    all_f_map, quarter_map = map_file(tmp, "allF", "F" * n_layers), map_file(tmp, "quarter", quarter)
     debug = str(tmp / "counters")
     kit = os.environ.get("GPUKIT_SGLANG_ARGS", "").split()
     common = [*kit, "--skip-tokenizer-init", "--mem-fraction-static", args.mem_fraction_static,
@@ -175,10 +178,10 @@ def run(args: Options) -> list[dict]:
     servers = [
         ServerSpec("stock", env=native),
         ServerSpec("stock-again", env=native),  # the noise floor: SGLang's DSA path is not bitwise run-to-run stable
-        ServerSpec("ours-allF", env={ENV_MAP: map_file(tmp, "allF", "F" * n_layers)}),
+        ServerSpec("ours-allF", env={ENV_MAP: all_f_map}),
         ServerSpec("native-1of4", env=native, overrides={"index_topk_pattern": quarter}),
-        ServerSpec("ours-1of4", overrides={"indexcache_map": map_file(tmp, "quarter", quarter)}),
-        ServerSpec("ours-1of4-nograph", env={ENV_MAP: map_file(tmp, "quarter", quarter),
+        ServerSpec("ours-1of4", overrides={"indexcache_map": quarter_map}),
+        ServerSpec("ours-1of4-nograph", env={ENV_MAP: quarter_map,
                                          ENV_DEBUG_FILE: debug}, args=["--disable-cuda-graph"]),
         ServerSpec("native-1of2", env=native, overrides={"index_topk_pattern": half}),
         ServerSpec("ours-1of2", overrides={"index_topk_pattern": half}),  # the HF key, taken over by the plugin
@@ -193,13 +196,12 @@ def run(args: Options) -> list[dict]:
     n_gpus = args.gpus
     if n_gpus >= 2:
         servers += [
-            ServerSpec("ours-1of4-tp2", overrides={"indexcache_map": map_file(tmp, "quarter", quarter)},
+            ServerSpec("ours-1of4-tp2", overrides={"indexcache_map": quarter_map},
                    args=["--tp-size", "2"], gpus=2),
-            ServerSpec("ours-1of4-pp2", overrides={"indexcache_map": map_file(tmp, "quarter", quarter)},
+            ServerSpec("ours-1of4-pp2", overrides={"indexcache_map": quarter_map},
                    args=["--pp-size", "2"], gpus=2),
         ]
-        config = json.loads((Path(args.model) / "config.json").read_text())
-        servers += two_batch_overlap_specs(config, quarter, tmp, native)
+        servers += two_batch_overlap_specs(config, quarter_map, all_f_map, quarter, native)
     if args.schedule_model:
         stated = json.loads((Path(args.schedule_model) / "config.json").read_text())
         explicit = {k: stated[k] for k in verdict_schedule_keys(stated)}
@@ -225,15 +227,14 @@ def run(args: Options) -> list[dict]:
                 # servers sharing a GPU size their pools one at a time; the next may start once this one's pool
                 # is allocated (CUDA-graph capture, the slow part, overlaps).
                 server = Server(s.name, s.model or args.model, port, flags, logdir=args.out,
-                                env={**s.env, "CUDA_VISIBLE_DEVICES": gpu_ids}, ready_timeout=600,
-                                sglang=args.sglang)
+                                env={**s.env, "CUDA_VISIBLE_DEVICES": gpu_ids}, ready_timeout=600)
                 with starting[gpu_ids]:
                     server.start()
                     stack.callback(server.__exit__, None, None, None)
                     server.wait_for_log(*POOL_ALLOCATED)
                 server.wait_healthy()
-                served[s.name] = served_version(server.url)
-                server.check_release()
+                served[s.name] = served_version(server.url)  # recorded even when it is the wrong release
+                check_release(served[s.name], args.sglang)
                 measured[s.name] = run_suite(port, ps, args.quick)
                 if s.name in ("stock", "ours-allF", "ours-1of4") and args.repeats > 0:
                     timings[s.name] = time_prefill(port, args.prefill_len, args.repeats)
